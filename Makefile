@@ -1,0 +1,45 @@
+# rssd: the two commands of the README.
+#   make lab   create .venv (when missing), install rssd with its dev extras, open JupyterLab on notebooks/
+#   make test  the same set-up, then: notebooks carry no outputs, ruff, pytest tests/, nbval over notebooks/
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.rssd-installed
+# Open a browser only where there is a screen to show it on (a server gets the URL printed instead).
+BROWSER_FLAG := $(if $(or $(DISPLAY),$(WAYLAND_DISPLAY),$(filter Darwin,$(shell uname -s))),,--no-browser)
+LAB_IP ?= 127.0.0.1
+LAB_PORT ?= 8888
+
+.PHONY: lab test venv check-notebooks lint unit nbval bench clean
+
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[dev]'
+	@touch $(STAMP)
+
+lab: $(STAMP)
+	@echo "JupyterLab on notebooks/: open the http://$(LAB_IP):$(LAB_PORT)/lab?token=... URL printed below."
+	$(VENV)/bin/jupyter lab --notebook-dir=notebooks --ip=$(LAB_IP) --port=$(LAB_PORT) $(BROWSER_FLAG)
+
+check-notebooks: $(STAMP)
+	$(VENV)/bin/nbstripout --verify notebooks/*.ipynb
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check rssd tests benchmarks
+
+unit: $(STAMP)
+	$(PY) -m pytest tests/
+
+nbval: $(STAMP)
+	RSSD_SMOKE=1 MPLBACKEND=Agg $(PY) -m pytest --nbval-lax --nbval-current-env --nbval-cell-timeout=300 -p no:randomly notebooks/
+
+test: check-notebooks lint unit nbval
+
+bench: $(STAMP)
+	for b in benchmarks/bench_*.py; do $(PY) $$b || exit 1; done
+
+clean:
+	rm -rf $(VENV) .pytest_cache .hypothesis runs

@@ -1,0 +1,246 @@
+"""SSD's MultiBox loss and the Repulsion Loss terms, batched.
+
+``L = L_loc + L_conf + alpha * L_RepGT + beta * L_RepBox`` (Wang et al. 2018, with SSD's ``L_Attr = L_loc``):
+
+* ``L_loc``: Smooth L1 (beta 1) between predicted offsets and encoded targets, summed over positives.
+* ``L_conf``: cross-entropy over positives and hard-mined negatives (the ``neg_pos_ratio * #pos`` negatives
+  with the highest background loss, per image).
+* ``L_RepGT``: ``Smooth_ln(IoG(B_P, G_rep); sigma_gt)`` summed over positives that have a repulsion target,
+  where ``B_P`` is the decoded predicted box.
+* ``L_RepBox``: ``Smooth_ln(IoU(B_i, B_j); sigma_box)`` summed over pairs of positives of one image that are
+  matched to different GTs, divided by the number of such pairs with ``IoU > 0`` (over the whole batch).
+
+``L_loc``, ``L_conf`` and ``L_RepGT`` are divided by the number of positives in the batch (at least 1).
+No Python loop over images, GTs or priors; the maths runs in float32 even under autocast.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from rssd.boxes import VARIANCES, decode, paired_iog, paired_iou
+from rssd.matching import BACKGROUND, Matches, match, pad_targets
+
+__all__ = [
+    "smooth_ln",
+    "hard_negative_mask",
+    "rep_gt_loss",
+    "rep_box_loss",
+    "seed_rep_targets",
+    "RepulsionLoss",
+    "MultiBoxLoss",
+]
+
+#: ``smooth_ln`` evaluates ``-ln(1 - x)`` at ``x <= 1 - LN_EPS`` at the most: finite at ``x = 1``.
+LN_EPS = 1e-6
+
+
+def smooth_ln(x: Tensor, sigma: float) -> Tensor:
+    """Repulsion Loss's smoothed ``-ln(1 - x)`` for overlaps ``x`` in ``[0, 1]``.
+
+    ``-ln(1 - x)`` for ``x <= sigma``; ``(x - sigma) / (1 - sigma) - ln(1 - sigma)`` above (continuous, with a
+    continuous first derivative, at ``sigma``). ``sigma = 0`` is the identity; ``sigma = 1`` is plain
+    ``-ln(1 - x)``, whose argument is clamped to ``1 - LN_EPS`` so the value and gradient stay finite.
+    Both branches are evaluated on clamped inputs, so no NaN leaks from the branch ``torch.where`` discards.
+    """
+    if not 0.0 <= sigma <= 1.0:
+        raise ValueError(f"sigma must lie in [0, 1], got {sigma}")
+    if sigma >= 1.0 - LN_EPS:
+        return -torch.log1p(-x.clamp(max=1.0 - LN_EPS))
+    low = -torch.log1p(-torch.minimum(x, torch.full_like(x, sigma)))
+    high = (x - sigma) / (1.0 - sigma) - math.log1p(-sigma)
+    return torch.where(x <= sigma, low, high)
+
+
+def hard_negative_mask(ce: Tensor, positive: Tensor, neg_pos_ratio: int) -> Tensor:
+    """Select, per image, the ``neg_pos_ratio * #pos`` negatives with the largest loss.
+
+    Args:
+        ce: ``(N, P)`` per-prior cross-entropy (detached inside).
+        positive: ``(N, P)`` bool.
+        neg_pos_ratio: negatives per positive (SSD: 3).
+
+    Returns:
+        ``(N, P)`` bool mask of mined negatives. An image without positives gets no negatives (as in SSD).
+    """
+    mining = ce.detach().masked_fill(positive, float("-inf"))  # positives never count as negatives
+    order = mining.argsort(dim=1, descending=True, stable=True)
+    rank = order.argsort(dim=1, stable=True)  # rank of each prior by loss, 0 = hardest
+    num_pos = positive.sum(dim=1, keepdim=True)
+    num_neg = (neg_pos_ratio * num_pos).clamp(max=positive.shape[1] - num_pos)
+    return (rank < num_neg) & ~positive
+
+
+def rep_gt_loss(pred_xyxy: Tensor, rep_boxes: Tensor, has_rep: Tensor, sigma: float) -> Tensor:
+    """Sum of ``Smooth_ln(IoG(B, G_rep))`` over the priors marked by ``has_rep`` (``(N, P)`` inputs)."""
+    iog = paired_iog(pred_xyxy, rep_boxes)  # (N, P)
+    return (smooth_ln(iog, sigma) * has_rep).sum()
+
+
+def rep_box_loss(pred_xyxy: Tensor, matched_idx: Tensor, positive: Tensor, sigma: float) -> tuple[Tensor, Tensor]:
+    """RepBox numerator and pair count over a batch.
+
+    Pairs are the unordered pairs of positives of one image matched to different GTs.
+
+    Args:
+        pred_xyxy: ``(N, P, 4)`` decoded predicted boxes.
+        matched_idx: ``(N, P)`` matched GT index (``BACKGROUND`` on negatives).
+        positive: ``(N, P)`` bool.
+        sigma: Smooth_ln's sigma (paper: 0).
+
+    Returns:
+        ``(sum of Smooth_ln(IoU) over the pairs, number of pairs with IoU > 0)``.
+    """
+    n_img, n_pri = positive.shape
+    num_pos = positive.sum(dim=1)  # (N,)
+    k = int(num_pos.max()) if n_img else 0
+    if k < 2:
+        zero = pred_xyxy.sum() * 0.0
+        return zero, zero.detach()
+    # Gather each image's positives to the front: (N, K) indices, padded slots masked out.
+    order = (~positive).to(torch.uint8).argsort(dim=1, stable=True)[:, :k]
+    slot_valid = torch.arange(k, device=positive.device)[None, :] < num_pos[:, None]  # (N, K)
+    boxes = pred_xyxy.gather(1, order[:, :, None].expand(-1, -1, 4))  # (N, K, 4)
+    targets = matched_idx.gather(1, order)  # (N, K)
+    iou = paired_iou(boxes[:, :, None, :], boxes[:, None, :, :])  # (N, K, K)
+    upper = torch.ones(k, k, dtype=torch.bool, device=positive.device).triu(diagonal=1)
+    pair = upper & slot_valid[:, :, None] & slot_valid[:, None, :] & (targets[:, :, None] != targets[:, None, :])
+    total = (smooth_ln(iou, sigma) * pair).sum()
+    count = (pair & (iou > 0)).sum().to(total.dtype)
+    return total, count
+
+
+def seed_rep_targets(pred_xyxy: Tensor, matches: Matches) -> tuple[Tensor, Tensor]:
+    """The original SSD Repulsion fork's repulsion targets (for ``seed_compat``; do not train with this).
+
+    Our reading of that fork: for each positive, take the IoU of its *predicted* box with every GT of the image
+    (any class), zero the largest, and take the arg-max of what is left. With a single GT, every IoU is then 0
+    and the arg-max is the GT itself: the prediction is repelled from its own target.
+
+    Returns:
+        ``(rep_boxes (N, P, 4), has_rep (N, P) bool)``; ``has_rep`` is every positive.
+    """
+    gt = matches.targets
+    iou = paired_iou(gt.boxes[:, :, None, :], pred_xyxy.detach()[:, None, :, :])  # (N, G, P)
+    iou = iou.masked_fill(~gt.valid[:, :, None], 0.0)
+    best = iou.argmax(dim=1, keepdim=True)
+    second = iou.scatter(1, best, 0.0).argmax(dim=1)  # (N, P); first index among ties, as argmax does
+    rep_boxes = gt.boxes.gather(1, second[:, :, None].expand(-1, -1, 4))
+    return rep_boxes, matches.positive.clone()
+
+
+class RepulsionLoss(nn.Module):
+    """SSD MultiBox loss plus Repulsion Loss (RepGT and RepBox), returning the named terms.
+
+    Args:
+        num_classes: classes including background (21 for VOC).
+        alpha: weight of RepGT (paper: 0.5). ``alpha = beta = 0`` is plain SSD.
+        beta: weight of RepBox (paper: 0.5).
+        sigma_gt: Smooth_ln's sigma in RepGT (paper's best: 1).
+        sigma_box: Smooth_ln's sigma in RepBox (paper's best: 0).
+        same_class: choose ``G_rep`` among GTs of ``G_attr``'s class only (rssd's default for multi-class).
+        neg_pos_ratio: hard negatives per positive (3).
+        iou_threshold: matching threshold (0.5).
+        variances: box coder variances (0.1, 0.2).
+        seed_compat: reproduce the original fork's RepGT for comparison: ``G_rep`` chosen by IoU with the
+            predicted box over any class (:func:`seed_rep_targets`), sigma 0, weight 1, self-repulsion on
+            single-GT images. Overrides ``alpha``, ``sigma_gt`` and ``same_class``; RepBox is off unless ``beta``.
+
+    Call: ``loss(loc (N, P, 4), conf (N, P, C), priors (P, 4) cxcywh, targets)`` with ``targets`` a list of
+    ``{"boxes": (G, 4) xyxy in [0, 1], "labels": (G,) in 1..C-1}``. Returns a dict of scalar tensors
+    ``loc``, ``conf``, ``rep_gt``, ``rep_box`` and ``total = loc + conf + alpha * rep_gt + beta * rep_box``.
+    """
+
+    def __init__(
+        self,
+        num_classes: int,
+        alpha: float = 0.5,
+        beta: float = 0.5,
+        sigma_gt: float = 1.0,
+        sigma_box: float = 0.0,
+        same_class: bool = True,
+        neg_pos_ratio: int = 3,
+        iou_threshold: float = 0.5,
+        variances: tuple[float, float] = VARIANCES,
+        seed_compat: bool = False,
+    ) -> None:
+        super().__init__()
+        for name, sigma in (("sigma_gt", sigma_gt), ("sigma_box", sigma_box)):
+            if not 0.0 <= sigma <= 1.0:
+                raise ValueError(f"{name} must lie in [0, 1], got {sigma}")
+        if seed_compat:
+            alpha, sigma_gt, same_class = 1.0, 0.0, False
+        self.num_classes = num_classes
+        self.alpha = alpha
+        self.beta = beta
+        self.sigma_gt = sigma_gt
+        self.sigma_box = sigma_box
+        self.same_class = same_class
+        self.neg_pos_ratio = neg_pos_ratio
+        self.iou_threshold = iou_threshold
+        self.variances = variances
+        self.seed_compat = seed_compat
+
+    def extra_repr(self) -> str:
+        return (
+            f"num_classes={self.num_classes}, alpha={self.alpha}, beta={self.beta}, sigma_gt={self.sigma_gt}, "
+            f"sigma_box={self.sigma_box}, same_class={self.same_class}, seed_compat={self.seed_compat}"
+        )
+
+    def match(self, priors: Tensor, targets: list[dict[str, Tensor]]) -> Matches:
+        """The matching this loss uses (exposed for notebooks and tests)."""
+        return match(priors, pad_targets(targets, priors.device), self.iou_threshold, self.same_class, self.variances)
+
+    def forward(
+        self, loc: Tensor, conf: Tensor, priors: Tensor, targets: list[dict[str, Tensor]]
+    ) -> dict[str, Tensor]:
+        if loc.shape[:2] != conf.shape[:2] or loc.shape[1] != priors.shape[0]:
+            raise ValueError(
+                f"shapes disagree: loc {tuple(loc.shape)}, conf {tuple(conf.shape)}, priors {tuple(priors.shape)}"
+            )
+        if len(targets) != loc.shape[0]:
+            raise ValueError(f"{len(targets)} targets for a batch of {loc.shape[0]} images")
+        if conf.shape[2] != self.num_classes:
+            raise ValueError(f"conf has {conf.shape[2]} classes, the loss was built for {self.num_classes}")
+        loc, conf, priors = loc.float(), conf.float(), priors.float()
+        m = self.match(priors, targets)
+        pos = m.positive  # (N, P)
+        num_pos = pos.sum().clamp(min=1).to(loc.dtype)
+
+        loss_loc = (F.smooth_l1_loss(loc, m.loc_targets, reduction="none", beta=1.0).sum(-1) * pos).sum()
+
+        ce = F.cross_entropy(conf.reshape(-1, self.num_classes), m.labels.reshape(-1), reduction="none")
+        ce = ce.reshape(pos.shape)  # (N, P)
+        neg = hard_negative_mask(ce, pos, self.neg_pos_ratio)
+        loss_conf = (ce * (pos | neg)).sum()
+
+        zero = loc.sum() * 0.0
+        loss_rep_gt, loss_rep_box = zero, zero
+        if self.alpha or self.beta:
+            pred_xyxy = decode(loc, priors, self.variances)  # (N, P, 4): gradients reach `loc`
+            if self.alpha:
+                if self.seed_compat:
+                    rep_boxes, has_rep = seed_rep_targets(pred_xyxy, m)
+                else:
+                    rep_boxes, has_rep = m.rep_boxes, m.rep_idx != BACKGROUND
+                loss_rep_gt = rep_gt_loss(pred_xyxy, rep_boxes, has_rep, self.sigma_gt) / num_pos
+            if self.beta:
+                total_box, count = rep_box_loss(pred_xyxy, m.matched_idx, pos, self.sigma_box)
+                loss_rep_box = total_box / (count + 1e-9)
+
+        out = {"loc": loss_loc / num_pos, "conf": loss_conf / num_pos, "rep_gt": loss_rep_gt, "rep_box": loss_rep_box}
+        out["total"] = out["loc"] + out["conf"] + self.alpha * out["rep_gt"] + self.beta * out["rep_box"]
+        return out
+
+
+class MultiBoxLoss(RepulsionLoss):
+    """Plain SSD loss: :class:`RepulsionLoss` with ``alpha = beta = 0`` (``rep_gt`` and ``rep_box`` are 0)."""
+
+    def __init__(self, num_classes: int, neg_pos_ratio: int = 3, iou_threshold: float = 0.5, **kwargs) -> None:
+        super().__init__(
+            num_classes, alpha=0.0, beta=0.0, neg_pos_ratio=neg_pos_ratio, iou_threshold=iou_threshold, **kwargs
+        )
