@@ -25,7 +25,7 @@ lab: $(STAMP)
 	$(VENV)/bin/jupyter lab --notebook-dir=notebooks --ip=$(LAB_IP) --port=$(LAB_PORT) $(BROWSER_FLAG)
 
 check-notebooks: $(STAMP)
-	$(VENV)/bin/nbstripout --verify notebooks/*.ipynb
+	$(VENV)/bin/nbstripout --verify $(wildcard notebooks/*.ipynb)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check rssd tests benchmarks

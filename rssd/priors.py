@@ -51,7 +51,7 @@ class PriorSpec:
 
     @property
     def num_priors(self) -> int:
-        return sum(f * f * b for f, b in zip(self.feature_maps, self.boxes_per_cell))
+        return sum(f * f * b for f, b in zip(self.feature_maps, self.boxes_per_cell, strict=True))
 
 
 def priors_per_cell(aspect_ratios: tuple[float, ...]) -> int:
