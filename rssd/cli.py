@@ -33,11 +33,48 @@ def _add_priors(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_cmd_priors)
 
 
+def _cmd_crowd_stats(args: argparse.Namespace) -> int:
+    import json
+
+    from rssd.data.crowd import crowd_stats, crowd_stats_per_class
+    from rssd.data.voc import VOCFormatError, load_voc_annotations
+
+    try:
+        anns = load_voc_annotations(args.voc_root, args.year, args.split, progress=not args.json)
+    except (FileNotFoundError, VOCFormatError) as e:
+        print(f"rssd crowd-stats: {e}", file=sys.stderr)
+        return 2
+    stats = crowd_stats(anns, args.iou)
+    if args.json:
+        print(json.dumps(stats.as_dict()))
+        return 0
+    print(f"{args.voc_root} {args.year} {args.split}: crowd = IoU > {args.iou:g} with another GT of the same class")
+    print(f"{'images':<14}{stats.images:>8}")
+    print(f"{'objects':<14}{stats.objects:>8}")
+    print(f"{'crowd_objects':<14}{stats.crowd_objects:>8}  ({100 * stats.crowd_fraction:.1f} % of objects)")
+    share = 100 * stats.crowd_images / max(stats.images, 1)
+    print(f"{'crowd_images':<14}{stats.crowd_images:>8}  ({share:.1f} % of images)")
+    print(f"\n{'class':<14}{'objects':>8}{'crowd':>8}{'%':>7}")
+    for name, (n, c) in crowd_stats_per_class(anns, args.iou).items():
+        print(f"{name:<14}{n:>8}{c:>8}{100 * c / max(n, 1):>7.1f}")
+    return 0
+
+
+def _add_crowd_stats(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("crowd-stats", help="count the crowd subset of a VOC-layout dataset")
+    p.add_argument("--voc-root", required=True, help="VOCdevkit folder (holding VOC2007/ ...)")
+    p.add_argument("--year", default="2007", help="2007, 2012, 07+12 or a sub-folder name (default 2007)")
+    p.add_argument("--split", default="test", help="image set, e.g. test or trainval (default test)")
+    p.add_argument("--iou", type=float, default=0.1, help="crowd IoU threshold, strict (default 0.1)")
+    p.add_argument("--json", action="store_true", help="print one JSON object: images, objects, crowd_*")
+    p.set_defaults(func=_cmd_crowd_stats)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="rssd", description="SSD with Repulsion Loss.")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
-    for add in (_add_priors,):
+    for add in (_add_priors, _add_crowd_stats):
         add(sub)
     return parser
 

@@ -250,4 +250,3 @@ def pixel_xyxy_to_voc(boxes_xyxy: np.ndarray) -> np.ndarray:
 def class_names_in(annotations: Sequence[VOCAnnotation]) -> tuple[str, ...]:
     """The sorted set of class names used by ``annotations`` (for a custom VOC-layout dataset)."""
     return tuple(sorted({n for a in annotations for n in a.names}))
-
