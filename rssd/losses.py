@@ -208,6 +208,12 @@ class RepulsionLoss(nn.Module):
             raise ValueError(f"conf has {conf.shape[2]} classes, the loss was built for {self.num_classes}")
         loc, conf, priors = loc.float(), conf.float(), priors.float()
         m = self.match(priors, targets)
+        labels = m.targets.labels[m.targets.valid]
+        if labels.numel() and (int(labels.min()) < 1 or int(labels.max()) >= self.num_classes):
+            raise ValueError(
+                f"target labels must lie in 1..{self.num_classes - 1} (0 is background), "
+                f"got {int(labels.min())}..{int(labels.max())}"
+            )
         pos = m.positive  # (N, P)
         num_pos = pos.sum().clamp(min=1).to(loc.dtype)
 

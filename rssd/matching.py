@@ -125,7 +125,8 @@ def forced_priors(iou: Tensor, valid: Tensor) -> Tensor:
     while bool(unresolved.any()):
         if bool(taken.any()):
             candidates = candidates.masked_fill(taken[:, None, :], -1.0)
-        best_iou, best_prior = candidates.max(dim=2)  # (N, G)
+        best_prior = candidates.argmax(dim=2)  # (N, G); argmax: the first index among ties
+        best_iou = candidates.gather(2, best_prior[:, :, None]).squeeze(2)
         exhausted = unresolved & (best_iou < 0)  # no prior left at all
         unresolved = unresolved & ~exhausted
         key = best_iou.masked_fill(~unresolved, -2.0)
@@ -172,7 +173,8 @@ def match(
     iou = iou.masked_fill(~valid[:, :, None], -1.0)
 
     # Rule 3: every prior takes its best GT.
-    best_iou, matched_idx = iou.max(dim=1)  # (N, P)
+    matched_idx = iou.argmax(dim=1)  # (N, P); ties go to the lower GT index
+    best_iou = iou.gather(1, matched_idx[:, None, :]).squeeze(1)
     positive = best_iou >= iou_threshold
 
     # Rule 2: forced best priors override.
@@ -196,7 +198,9 @@ def match(
     excluded = g_range == matched_idx[:, None, :]  # (N, G, P) its own target
     if same_class:
         excluded = excluded | (gt_labels[:, :, None] != labels[:, None, :])
-    rep_iou, rep_idx = iou.masked_fill(excluded, -1.0).max(dim=1)  # (N, P)
+    rep_cand = iou.masked_fill(excluded, -1.0)
+    rep_idx = rep_cand.argmax(dim=1)  # (N, P)
+    rep_iou = rep_cand.gather(1, rep_idx[:, None, :]).squeeze(1)
     has_rep = positive & (rep_iou > 0)
     rep_idx = torch.where(has_rep, rep_idx, NO_REPULSION)
     rep_boxes = gt_boxes.gather(1, rep_idx.clamp(min=0)[:, :, None].expand(-1, -1, 4))
