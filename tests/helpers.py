@@ -40,7 +40,10 @@ def crowd(g: int, num_classes: int = 3, gen: torch.Generator | None = None, same
 def scattered(g: int, num_classes: int = 3, gen: torch.Generator | None = None) -> dict:
     xy = torch.rand(g, 2, generator=gen) * 0.7
     wh = 0.05 + torch.rand(g, 2, generator=gen) * 0.3
-    return {"boxes": torch.cat([xy, (xy + wh).clamp(max=1)], 1), "labels": torch.randint(1, num_classes, (g,), generator=gen)}
+    return {
+        "boxes": torch.cat([xy, (xy + wh).clamp(max=1)], 1),
+        "labels": torch.randint(1, num_classes, (g,), generator=gen),
+    }
 
 
 def mixed_batch(gen: torch.Generator, num_classes: int = 3) -> list[dict]:

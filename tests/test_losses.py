@@ -164,7 +164,12 @@ def test_bad_input_messages() -> None:
     with pytest.raises(ValueError, match="targets for a batch"):
         loss(torch.zeros(2, 5, 4), torch.zeros(2, 5, C), PRIORS, _two_people())
     with pytest.raises(ValueError, match="labels must lie in 1..2"):
-        loss(torch.zeros(1, 5, 4), torch.zeros(1, 5, C), PRIORS, [{"boxes": torch.ones(1, 4), "labels": torch.tensor([3])}])
+        loss(
+            torch.zeros(1, 5, 4),
+            torch.zeros(1, 5, C),
+            PRIORS,
+            [{"boxes": torch.ones(1, 4), "labels": torch.tensor([3])}],
+        )
     with pytest.raises(ValueError, match="shapes disagree"):
         loss(torch.zeros(1, 4, 4), torch.zeros(1, 4, C), PRIORS, _two_people())
 
