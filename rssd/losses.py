@@ -69,68 +69,76 @@ def hard_negative_mask(ce: Tensor, positive: Tensor, neg_pos_ratio: int) -> Tens
     """
     mining = ce.detach().masked_fill(positive, float("-inf"))  # positives never count as negatives
     order = mining.argsort(dim=1, descending=True, stable=True)
-    rank = order.argsort(dim=1, stable=True)  # rank of each prior by loss, 0 = hardest
+    ranks = torch.arange(ce.shape[1], device=ce.device).expand_as(order)
+    rank = torch.empty_like(order).scatter_(1, order, ranks)  # rank of each prior by loss, 0 = hardest
     num_pos = positive.sum(dim=1, keepdim=True)
     num_neg = (neg_pos_ratio * num_pos).clamp(max=positive.shape[1] - num_pos)
     return (rank < num_neg) & ~positive
 
 
 def rep_gt_loss(pred_xyxy: Tensor, rep_boxes: Tensor, has_rep: Tensor, sigma: float) -> Tensor:
-    """Sum of ``Smooth_ln(IoG(B, G_rep))`` over the priors marked by ``has_rep`` (``(N, P)`` inputs)."""
-    iog = paired_iog(pred_xyxy, rep_boxes)  # (N, P)
+    """Sum of ``Smooth_ln(IoG(B, G_rep))`` over the boxes marked by ``has_rep`` (``(..., 4)``/``(...)`` inputs)."""
+    iog = paired_iog(pred_xyxy, rep_boxes)
     return (smooth_ln(iog, sigma) * has_rep).sum()
 
 
-def rep_box_loss(pred_xyxy: Tensor, matched_idx: Tensor, positive: Tensor, sigma: float) -> tuple[Tensor, Tensor]:
+def rep_box_loss(
+    pred_xyxy: Tensor, image: Tensor, matched_idx: Tensor, n_img: int, sigma: float
+) -> tuple[Tensor, Tensor]:
     """RepBox numerator and pair count over a batch.
 
     Pairs are the unordered pairs of positives of one image matched to different GTs.
 
     Args:
-        pred_xyxy: ``(N, P, 4)`` decoded predicted boxes.
-        matched_idx: ``(N, P)`` matched GT index (``BACKGROUND`` on negatives).
-        positive: ``(N, P)`` bool.
+        pred_xyxy: ``(K, 4)`` decoded predicted boxes of the batch's positives, grouped by image in order
+            (as ``positive.nonzero()`` lists them).
+        image: ``(K,)`` the image of each positive (non-decreasing).
+        matched_idx: ``(K,)`` the GT each positive is matched to.
+        n_img: number of images in the batch.
         sigma: Smooth_ln's sigma (paper: 0).
 
     Returns:
         ``(sum of Smooth_ln(IoU) over the pairs, number of pairs with IoU > 0)``.
     """
-    n_img, n_pri = positive.shape
-    num_pos = positive.sum(dim=1)  # (N,)
-    k = int(num_pos.max()) if n_img else 0
+    dev = pred_xyxy.device
+    num_pos = torch.bincount(image, minlength=n_img)  # (N,)
+    k = int(num_pos.max()) if image.numel() else 0
     if k < 2:
         zero = pred_xyxy.sum() * 0.0
         return zero, zero.detach()
-    # Gather each image's positives to the front: (N, K) indices, padded slots masked out.
-    order = (~positive).to(torch.uint8).argsort(dim=1, stable=True)[:, :k]
-    slot_valid = torch.arange(k, device=positive.device)[None, :] < num_pos[:, None]  # (N, K)
-    boxes = pred_xyxy.gather(1, order[:, :, None].expand(-1, -1, 4))  # (N, K, 4)
-    targets = matched_idx.gather(1, order)  # (N, K)
+    # Scatter the positives into (N, K) slots, one row per image; empty slots are masked out.
+    start = torch.cumsum(num_pos, 0) - num_pos
+    slot = torch.arange(image.numel(), device=dev) - start[image]
+    boxes = pred_xyxy.new_zeros(n_img, k, 4).index_put((image, slot), pred_xyxy)  # (N, K, 4)
+    owner = torch.full((n_img, k), -1, dtype=torch.long, device=dev).index_put((image, slot), matched_idx)
+    filled = torch.arange(k, device=dev)[None, :] < num_pos[:, None]  # (N, K)
     iou = paired_iou(boxes[:, :, None, :], boxes[:, None, :, :])  # (N, K, K)
-    upper = torch.ones(k, k, dtype=torch.bool, device=positive.device).triu(diagonal=1)
-    pair = upper & slot_valid[:, :, None] & slot_valid[:, None, :] & (targets[:, :, None] != targets[:, None, :])
+    upper = torch.ones(k, k, dtype=torch.bool, device=dev).triu(diagonal=1)
+    pair = upper & filled[:, :, None] & filled[:, None, :] & (owner[:, :, None] != owner[:, None, :])
     total = (smooth_ln(iou, sigma) * pair).sum()
     count = (pair & (iou > 0)).sum().to(total.dtype)
     return total, count
 
 
-def seed_rep_targets(pred_xyxy: Tensor, matches: Matches) -> tuple[Tensor, Tensor]:
+def seed_rep_targets(pred_xyxy: Tensor, image: Tensor, gt_boxes: Tensor, gt_valid: Tensor) -> Tensor:
     """The original SSD Repulsion fork's repulsion targets (for ``seed_compat``; do not train with this).
 
     Our reading of that fork: for each positive, take the IoU of its *predicted* box with every GT of the image
     (any class), zero the largest, and take the arg-max of what is left. With a single GT, every IoU is then 0
     and the arg-max is the GT itself: the prediction is repelled from its own target.
 
+    Args:
+        pred_xyxy: ``(K, 4)`` decoded predictions of the positives; ``image``: ``(K,)`` their images.
+        gt_boxes: ``(N, G, 4)`` padded GTs; ``gt_valid``: ``(N, G)``.
+
     Returns:
-        ``(rep_boxes (N, P, 4), has_rep (N, P) bool)``; ``has_rep`` is every positive.
+        ``(K, 4)`` the repulsion box of every positive (each positive has one).
     """
-    gt = matches.targets
-    iou = paired_iou(gt.boxes[:, :, None, :], pred_xyxy.detach()[:, None, :, :])  # (N, G, P)
-    iou = iou.masked_fill(~gt.valid[:, :, None], 0.0)
+    iou = paired_iou(gt_boxes[image], pred_xyxy.detach()[:, None, :])  # (K, G)
+    iou = iou.masked_fill(~gt_valid[image], 0.0)
     best = iou.argmax(dim=1, keepdim=True)
-    second = iou.scatter(1, best, 0.0).argmax(dim=1)  # (N, P); first index among ties, as argmax does
-    rep_boxes = gt.boxes.gather(1, second[:, :, None].expand(-1, -1, 4))
-    return rep_boxes, matches.positive.clone()
+    second = iou.scatter(1, best, 0.0).argmax(dim=1)  # (K,); the first index among ties, as argmax does
+    return gt_boxes[image, second]
 
 
 class RepulsionLoss(nn.Module):
@@ -215,9 +223,11 @@ class RepulsionLoss(nn.Module):
                 f"got {int(labels.min())}..{int(labels.max())}"
             )
         pos = m.positive  # (N, P)
-        num_pos = pos.sum().clamp(min=1).to(loc.dtype)
+        pos_img, pos_pri = pos.nonzero(as_tuple=True)  # (K,) positives, grouped by image
+        num_pos = torch.tensor(max(pos_img.numel(), 1), dtype=loc.dtype, device=loc.device)
 
-        loss_loc = (F.smooth_l1_loss(loc, m.loc_targets, reduction="none", beta=1.0).sum(-1) * pos).sum()
+        loc_pos = loc[pos_img, pos_pri]  # (K, 4)
+        loss_loc = F.smooth_l1_loss(loc_pos, m.loc_targets[pos_img, pos_pri], reduction="sum", beta=1.0)
 
         ce = F.cross_entropy(conf.reshape(-1, self.num_classes), m.labels.reshape(-1), reduction="none")
         ce = ce.reshape(pos.shape)  # (N, P)
@@ -227,15 +237,19 @@ class RepulsionLoss(nn.Module):
         zero = loc.sum() * 0.0
         loss_rep_gt, loss_rep_box = zero, zero
         if self.alpha or self.beta:
-            pred_xyxy = decode(loc, priors, self.variances)  # (N, P, 4): gradients reach `loc`
+            pred_pos = decode(loc_pos, priors[pos_pri], self.variances)  # (K, 4): gradients reach `loc`
             if self.alpha:
                 if self.seed_compat:
-                    rep_boxes, has_rep = seed_rep_targets(pred_xyxy, m)
+                    rep_boxes = seed_rep_targets(pred_pos, pos_img, m.targets.boxes, m.targets.valid)
+                    has_rep = torch.ones_like(pos_img, dtype=torch.bool)
                 else:
-                    rep_boxes, has_rep = m.rep_boxes, m.rep_idx != BACKGROUND
-                loss_rep_gt = rep_gt_loss(pred_xyxy, rep_boxes, has_rep, self.sigma_gt) / num_pos
+                    rep_boxes = m.rep_boxes[pos_img, pos_pri]
+                    has_rep = m.rep_idx[pos_img, pos_pri] != BACKGROUND
+                loss_rep_gt = rep_gt_loss(pred_pos, rep_boxes, has_rep, self.sigma_gt) / num_pos
             if self.beta:
-                total_box, count = rep_box_loss(pred_xyxy, m.matched_idx, pos, self.sigma_box)
+                total_box, count = rep_box_loss(
+                    pred_pos, pos_img, m.matched_idx[pos_img, pos_pri], pos.shape[0], self.sigma_box
+                )
                 loss_rep_box = total_box / (count + 1e-9)
 
         out = {"loc": loss_loc / num_pos, "conf": loss_conf / num_pos, "rep_gt": loss_rep_gt, "rep_box": loss_rep_box}

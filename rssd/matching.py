@@ -107,6 +107,8 @@ def pad_targets(targets: list[dict[str, Tensor]], device: torch.device | str | N
 def forced_priors(iou: Tensor, valid: Tensor) -> Tensor:
     """Give every valid GT a distinct best prior (rule 2 of the module docstring).
 
+    Works on the flat list of valid GTs; a round only revisits the GTs that lost a contest in the last one.
+
     Args:
         iou: ``(N, G, P)`` IoU between GTs and priors.
         valid: ``(N, G)`` bool.
@@ -115,32 +117,38 @@ def forced_priors(iou: Tensor, valid: Tensor) -> Tensor:
         ``(N, G)`` long, the prior each GT is forced onto, ``-1`` for padding (and, only if an image had more
         GTs than priors, for GTs left without one).
     """
-    n_img, n_gt, _ = iou.shape
+    n_img, n_gt, n_pri = iou.shape
     dev = iou.device
     forced = torch.full((n_img, n_gt), -1, dtype=torch.long, device=dev)
-    taken = torch.zeros(iou.shape[0], iou.shape[2], dtype=torch.bool, device=dev)  # (N, P)
-    unresolved = valid.clone()
-    gt_index = torch.arange(n_gt, device=dev).expand(n_img, n_gt)
-    candidates = iou.masked_fill(~valid[:, :, None], -1.0)
-    while bool(unresolved.any()):
-        if bool(taken.any()):
-            candidates = candidates.masked_fill(taken[:, None, :], -1.0)
-        best_prior = candidates.argmax(dim=2)  # (N, G); argmax: the first index among ties
-        best_iou = candidates.gather(2, best_prior[:, :, None]).squeeze(2)
-        exhausted = unresolved & (best_iou < 0)  # no prior left at all
-        unresolved = unresolved & ~exhausted
-        key = best_iou.masked_fill(~unresolved, -2.0)
-        # For each contested prior, the highest IoU wins ...
-        top = torch.full_like(taken, -2.0, dtype=key.dtype).scatter_reduce(1, best_prior, key, "amax")
-        winner = unresolved & (key == top.gather(1, best_prior))
-        # ... and among equal IoUs, the lowest GT index.
-        cand = torch.where(winner, gt_index, n_gt)
-        low = torch.full_like(taken, n_gt, dtype=torch.long).scatter_reduce(1, best_prior, cand, "amin")
-        winner = winner & (low.gather(1, best_prior) == gt_index)
-        forced = torch.where(winner, best_prior, forced)
-        win_img, win_gt = winner.nonzero(as_tuple=True)
-        taken[win_img, best_prior[win_img, win_gt]] = True
-        unresolved = unresolved & ~winner
+    taken = torch.zeros(n_img * n_pri, dtype=torch.bool, device=dev)  # flat (image, prior) slots
+    rows_img, rows_gt = valid.nonzero(as_tuple=True)  # (U,) the GTs still looking for a prior
+    best_prior = iou.argmax(dim=2)[rows_img, rows_gt]  # round 1 reads the full tensor; argmax: first of ties
+    cand = None  # (U, P) rows with taken priors masked, built once a GT has lost a contest
+    while rows_img.numel():
+        if cand is not None:
+            best_prior = cand.argmax(dim=1)
+            best_iou = cand.gather(1, best_prior[:, None]).squeeze(1)
+        else:
+            best_iou = iou[rows_img, rows_gt, best_prior]
+        alive = best_iou >= 0  # a row of -1 has no prior left at all
+        if not bool(alive.all()):
+            rows_img, rows_gt, best_prior, best_iou = (t[alive] for t in (rows_img, rows_gt, best_prior, best_iou))
+            cand = cand[alive] if cand is not None else None
+        slot = rows_img * n_pri + best_prior
+        # For each contested prior the highest IoU wins, and among equal IoUs the lowest GT index.
+        top = torch.full((n_img * n_pri,), -2.0, device=dev, dtype=best_iou.dtype)
+        top = top.scatter_reduce(0, slot, best_iou, "amax")
+        win = best_iou == top[slot]
+        low = torch.full((n_img * n_pri,), n_gt, device=dev, dtype=torch.long)
+        low = low.scatter_reduce(0, slot, torch.where(win, rows_gt, n_gt), "amin")
+        win = win & (low[slot] == rows_gt)
+        forced[rows_img[win], rows_gt[win]] = best_prior[win]
+        taken[slot[win]] = True
+        lose = ~win
+        rows_img, rows_gt = rows_img[lose], rows_gt[lose]
+        cand = iou[rows_img, rows_gt] if cand is None else cand[lose]
+        if rows_img.numel():
+            cand = cand.masked_fill(taken.view(n_img, n_pri)[rows_img], -1.0)
     return forced
 
 
@@ -163,48 +171,50 @@ def match(
     Returns:
         :class:`Matches` with ``(N, P, ...)`` tensors.
     """
+    if not iou_threshold > 0:
+        raise ValueError(f"iou_threshold must be > 0, got {iou_threshold}")
     padded = targets if isinstance(targets, PaddedTargets) else pad_targets(targets, priors_cxcywh.device)
     gt_boxes, gt_labels, valid = padded.boxes, padded.labels, padded.valid
     n_img, n_gt, _ = gt_boxes.shape
     n_pri = priors_cxcywh.shape[0]
     priors_xyxy = cxcywh_to_xyxy(priors_cxcywh.float())
 
+    # Padding rows are all-zero boxes with IoU 0 everywhere; they come after the real GTs, so argmax never
+    # prefers them to a real overlap, and a prior whose best IoU is 0 is negative anyway.
     iou = box_iou(gt_boxes.reshape(-1, 4), priors_xyxy).reshape(n_img, n_gt, n_pri)  # (N, G, P)
-    iou = iou.masked_fill(~valid[:, :, None], -1.0)
 
     # Rule 3: every prior takes its best GT.
     matched_idx = iou.argmax(dim=1)  # (N, P); ties go to the lower GT index
-    best_iou = iou.gather(1, matched_idx[:, None, :]).squeeze(1)
-    positive = best_iou >= iou_threshold
+    matched_iou = iou.gather(1, matched_idx[:, None, :]).squeeze(1)
+    positive = matched_iou >= iou_threshold
 
     # Rule 2: forced best priors override.
     forced_prior = forced_priors(iou, valid)  # (N, G)
-    has = forced_prior >= 0
-    img_idx = torch.arange(n_img, device=iou.device)[:, None].expand(n_img, n_gt)[has]
-    pri_idx = forced_prior[has]
-    gt_idx = torch.arange(n_gt, device=iou.device)[None, :].expand(n_img, n_gt)[has]
+    img_idx, gt_idx = (forced_prior >= 0).nonzero(as_tuple=True)
+    pri_idx = forced_prior[img_idx, gt_idx]
     matched_idx = matched_idx.index_put((img_idx, pri_idx), gt_idx)
+    matched_iou = matched_iou.index_put((img_idx, pri_idx), iou[img_idx, gt_idx, pri_idx])
     forced = torch.zeros_like(positive).index_put((img_idx, pri_idx), torch.ones_like(gt_idx, dtype=torch.bool))
     positive = positive | forced  # forced priors are positive whatever their IoU
-    matched_iou = iou.gather(1, matched_idx[:, None, :]).squeeze(1)  # (N, P)
 
     labels = torch.where(positive, gt_labels.gather(1, matched_idx), 0)
     matched_boxes = gt_boxes.gather(1, matched_idx[:, :, None].expand(-1, -1, 4))  # (N, P, 4)
     loc_targets = encode(matched_boxes, priors_cxcywh.float(), variances)
     matched_idx = torch.where(positive, matched_idx, BACKGROUND)
 
-    # Rule 4: repulsion targets.
-    g_range = torch.arange(n_gt, device=iou.device)[None, :, None]  # (1, G, 1)
-    excluded = g_range == matched_idx[:, None, :]  # (N, G, P) its own target
+    # Rule 4: repulsion targets, computed for the positives only.
+    pos_img, pos_pri = positive.nonzero(as_tuple=True)  # (K,)
+    cols = iou[pos_img, :, pos_pri]  # (K, G) IoU of each positive prior with every GT of its image
+    own = matched_idx[pos_img, pos_pri]
+    excluded = (torch.arange(n_gt, device=iou.device)[None, :] == own[:, None]) | ~valid[pos_img]
     if same_class:
-        excluded = excluded | (gt_labels[:, :, None] != labels[:, None, :])
-    rep_cand = iou.masked_fill(excluded, -1.0)
-    rep_idx = rep_cand.argmax(dim=1)  # (N, P)
-    rep_iou = rep_cand.gather(1, rep_idx[:, None, :]).squeeze(1)
-    has_rep = positive & (rep_iou > 0)
-    rep_idx = torch.where(has_rep, rep_idx, NO_REPULSION)
-    rep_boxes = gt_boxes.gather(1, rep_idx.clamp(min=0)[:, :, None].expand(-1, -1, 4))
-    rep_boxes = rep_boxes * has_rep[:, :, None]
+        excluded = excluded | (gt_labels[pos_img] != labels[pos_img, pos_pri][:, None])
+    cols = cols.masked_fill(excluded, -1.0)
+    rep = cols.argmax(dim=1)  # (K,)
+    rep = torch.where(cols.gather(1, rep[:, None]).squeeze(1) > 0, rep, NO_REPULSION)
+    rep_idx = torch.full_like(matched_idx, NO_REPULSION).index_put((pos_img, pos_pri), rep)
+    has_rep = rep_idx != NO_REPULSION
+    rep_boxes = gt_boxes.gather(1, rep_idx.clamp(min=0)[:, :, None].expand(-1, -1, 4)) * has_rep[:, :, None]
 
     return Matches(
         matched_idx=matched_idx,
