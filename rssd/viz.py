@@ -1,0 +1,168 @@
+"""Drawing helpers for the notebooks: plain matplotlib functions that also work headless (Agg).
+
+Every function takes an optional ``ax`` and returns it (or the numbers it drew), so notebooks can compose them
+and interactive widgets can call them again on every change.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import matplotlib.pyplot as plt
+import numpy as np
+import torch
+from matplotlib.axes import Axes
+from matplotlib.patches import FancyArrow, Rectangle
+from torch import Tensor
+
+__all__ = ["as_numpy_image", "show_image", "draw_boxes", "repulsion_view", "COLORS"]
+
+#: A colour cycle that stays readable on photos.
+COLORS = ("#e6194b", "#3cb44b", "#4363d8", "#f58231", "#911eb4", "#42d4f4", "#f032e6", "#bfef45", "#469990")
+
+
+def _ax(ax: Axes | None, figsize: tuple[float, float] = (5, 5)) -> Axes:
+    if ax is None:
+        _, ax = plt.subplots(figsize=figsize)
+    return ax
+
+
+def as_numpy_image(image) -> np.ndarray:
+    """``(H, W, 3)`` uint8 or float array from a ``(3, H, W)`` tensor, a PIL image or an array."""
+    if isinstance(image, Tensor):
+        arr = image.detach().cpu()
+        if arr.ndim == 3 and arr.shape[0] in (1, 3):
+            arr = arr.permute(1, 2, 0)
+        arr = arr.numpy()
+    else:
+        arr = np.asarray(image)
+    if arr.dtype != np.uint8:
+        lo, hi = float(arr.min()), float(arr.max())
+        arr = (arr - lo) / (hi - lo + 1e-12) if (lo < 0 or hi > 1) else arr
+    return arr
+
+
+def show_image(image, ax: Axes | None = None, title: str | None = None) -> Axes:
+    """Show an image without axes ticks."""
+    ax = _ax(ax)
+    ax.imshow(as_numpy_image(image))
+    ax.set_axis_off()
+    if title:
+        ax.set_title(title)
+    return ax
+
+
+def draw_boxes(
+    boxes_xyxy: Tensor | np.ndarray | Sequence,
+    ax: Axes | None = None,
+    colors: str | Sequence[str] | None = None,
+    texts: Sequence[str] | None = None,
+    scale: tuple[float, float] = (1.0, 1.0),
+    linestyle: str = "-",
+    linewidth: float = 2.0,
+    alpha: float = 1.0,
+    fill: bool = False,
+) -> Axes:
+    """Draw ``(K, 4)`` corner boxes, multiplied by ``scale = (width, height)`` (for normalised boxes).
+
+    ``colors`` is one colour or one per box (default: the :data:`COLORS` cycle); ``texts`` one label per box.
+    """
+    ax = _ax(ax)
+    boxes = np.asarray(torch.as_tensor(boxes_xyxy, dtype=torch.float64).reshape(-1, 4))
+    sx, sy = scale
+    for i, (x1, y1, x2, y2) in enumerate(boxes):
+        if colors is None:
+            c = COLORS[i % len(COLORS)]
+        elif isinstance(colors, str):
+            c = colors
+        else:
+            c = colors[i]
+        ax.add_patch(
+            Rectangle(
+                (x1 * sx, y1 * sy),
+                (x2 - x1) * sx,
+                (y2 - y1) * sy,
+                fill=fill,
+                facecolor=c if fill else "none",
+                edgecolor=c,
+                linestyle=linestyle,
+                linewidth=linewidth,
+                alpha=alpha,
+            )
+        )
+        if texts is not None and texts[i]:
+            ax.text(
+                x1 * sx,
+                y1 * sy,
+                texts[i],
+                color="white",
+                fontsize=8,
+                va="bottom",
+                bbox={"facecolor": c, "alpha": 0.8, "pad": 1, "edgecolor": "none"},
+            )
+    return ax
+
+
+def repulsion_view(
+    pred_cxcywh: Sequence[float],
+    gt_attr_xyxy: Sequence[float],
+    gt_rep_xyxy: Sequence[float],
+    prior_cxcywh: Sequence[float],
+    alpha: float = 0.5,
+    sigma_gt: float = 1.0,
+    ax: Axes | None = None,
+) -> dict[str, float]:
+    """One predicted box between its target and a neighbour: the numbers of Repulsion Loss, and a picture.
+
+    The predicted box is matched to ``gt_attr`` through ``prior`` (SSD's offsets); RepGT pushes it away from
+    ``gt_rep``. Computes IoU with the target, IoG with the neighbour, ``loc`` (Smooth L1 on the offsets),
+    ``rep_gt`` and ``total = loc + alpha * rep_gt``, and the gradient of ``total`` with respect to the box
+    centre (the arrow shows the descent direction, ``-grad``). All coordinates are normalised to ``[0, 1]``.
+
+    Returns:
+        ``{"iou_attr", "iog_rep", "loc", "rep_gt", "total", "grad_cx", "grad_cy"}``.
+    """
+    from rssd.boxes import cxcywh_to_xyxy, encode, paired_iog, paired_iou
+    from rssd.losses import smooth_ln
+
+    pred = torch.tensor(pred_cxcywh, dtype=torch.float64, requires_grad=True)
+    attr = torch.tensor(gt_attr_xyxy, dtype=torch.float64)
+    rep = torch.tensor(gt_rep_xyxy, dtype=torch.float64)
+    prior = torch.tensor(prior_cxcywh, dtype=torch.float64)
+    pred_xyxy = cxcywh_to_xyxy(pred)
+    offsets = encode(pred_xyxy[None], prior[None])[0]
+    target = encode(attr[None], prior[None])[0]
+    loc = torch.nn.functional.smooth_l1_loss(offsets, target, reduction="sum", beta=1.0)
+    iog = paired_iog(pred_xyxy, rep)
+    rep_gt = smooth_ln(iog, sigma_gt)
+    total = loc + alpha * rep_gt
+    (grad,) = torch.autograd.grad(total, pred)
+    out = {
+        "iou_attr": float(paired_iou(pred_xyxy, attr)),
+        "iog_rep": float(iog),
+        "loc": float(loc),
+        "rep_gt": float(rep_gt),
+        "total": float(total),
+        "grad_cx": float(grad[0]),
+        "grad_cy": float(grad[1]),
+    }
+    if ax is not False:
+        ax = _ax(ax)
+        draw_boxes(attr, ax, colors="#3cb44b", texts=["target G_attr"], linewidth=2.5)
+        draw_boxes(rep, ax, colors="#e6194b", texts=["neighbour G_rep"], linewidth=2.5)
+        draw_boxes(pred_xyxy.detach(), ax, colors="#4363d8", texts=["prediction B"], linestyle="--")
+        g = -grad[:2].numpy()
+        norm = float(np.hypot(*g))
+        if norm > 0:
+            g = g / norm * 0.08
+            cx, cy = pred_cxcywh[0], pred_cxcywh[1]
+            ax.add_patch(FancyArrow(cx, cy, g[0], g[1], width=0.006, color="black", length_includes_head=True))
+        ax.set_xlim(0, 1)
+        ax.set_ylim(1, 0)
+        ax.set_aspect("equal")
+        ax.set_title(
+            f"IoU(B, G_attr) = {out['iou_attr']:.2f}   IoG(B, G_rep) = {out['iog_rep']:.2f}\n"
+            f"loc = {out['loc']:.3f}   RepGT = {out['rep_gt']:.3f}   total = {out['total']:.3f}",
+            fontsize=9,
+        )
+    return out
