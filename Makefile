@@ -28,7 +28,7 @@ check-notebooks: $(STAMP)
 	$(VENV)/bin/nbstripout --verify $(wildcard notebooks/*.ipynb)
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check rssd tests benchmarks
+	$(VENV)/bin/ruff check rssd tests benchmarks notebooks
 
 unit: $(STAMP)
 	$(PY) -m pytest tests/

@@ -104,8 +104,8 @@ def rep_box_loss(
     num_pos = torch.bincount(image, minlength=n_img)  # (N,)
     k = int(num_pos.max()) if image.numel() else 0
     if k < 2:
-        zero = pred_xyxy.sum() * 0.0
-        return zero, zero.detach()
+        zero = pred_xyxy.new_zeros(())
+        return zero, zero
     # Scatter the positives into (N, K) slots, one row per image; empty slots are masked out.
     start = torch.cumsum(num_pos, 0) - num_pos
     slot = torch.arange(image.numel(), device=dev) - start[image]
@@ -234,7 +234,7 @@ class RepulsionLoss(nn.Module):
         neg = hard_negative_mask(ce, pos, self.neg_pos_ratio)
         loss_conf = (ce * (pos | neg)).sum()
 
-        zero = loc.sum() * 0.0
+        zero = torch.zeros((), dtype=loc.dtype, device=loc.device)
         loss_rep_gt, loss_rep_box = zero, zero
         if self.alpha or self.beta:
             pred_pos = decode(loc_pos, priors[pos_pri], self.variances)  # (K, 4): gradients reach `loc`

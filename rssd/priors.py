@@ -10,8 +10,9 @@ min_size/sqrt(a)`` box and its transpose. The order of the rows is the one of ss
             for j in range(f_k):         # column -> cx
                 small square, large square, (a, 1/a) for each a in aspect_ratios[k]
 
-Like ssd.pytorch, ``clip=True`` clamps the ``(cx, cy, w, h)`` values themselves to ``[0, 1]`` (what matters is
-the widths of the biggest boxes, e.g. the 1x1 map's ``264*sqrt(2)/300 = 1.24`` becomes 1).
+Like ssd.pytorch, ``clip=True`` clamps the ``(cx, cy, w, h)`` values themselves to ``[0, 1]``, not the corners.
+In SSD300 this touches 134 priors: the sizes above 1 (the 1x1 map's ``264*sqrt(2)/300 = 1.24`` becomes 1) and
+the centres of the 10x10 map's last row and column (step 32: ``9.5 * 32 / 300 = 1.013``).
 """
 
 from __future__ import annotations
@@ -76,6 +77,15 @@ PRIOR_SPECS: dict[str, PriorSpec] = {
         min_sizes=(35.84, 76.8, 153.6, 230.4, 307.2, 384.0, 460.8),
         max_sizes=(76.8, 153.6, 230.4, 307.2, 384.0, 460.8, 537.6),
         aspect_ratios=((2,), (2, 3), (2, 3), (2, 3), (2, 3), (2,), (2,)),
+    ),
+    # rssd.model's CPU-sized SSD: SSD300's maps with SSD300-COCO's smaller scales (objects of 20-150 px).
+    "ssd-cpu": PriorSpec(
+        image_size=300,
+        feature_maps=(38, 19, 10, 5, 3, 1),
+        steps=(8, 16, 32, 64, 100, 300),
+        min_sizes=(21, 45, 99, 153, 207, 261),
+        max_sizes=(45, 99, 153, 207, 261, 315),
+        aspect_ratios=((2,), (2, 3), (2, 3), (2, 3), (2,), (2,)),
     ),
 }
 

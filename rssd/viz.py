@@ -137,12 +137,13 @@ def repulsion_view(
     rep_gt = smooth_ln(iog, sigma_gt)
     total = loc + alpha * rep_gt
     (grad,) = torch.autograd.grad(total, pred)
+    pred_xyxy = pred_xyxy.detach()
     out = {
         "iou_attr": float(paired_iou(pred_xyxy, attr)),
-        "iog_rep": float(iog),
-        "loc": float(loc),
-        "rep_gt": float(rep_gt),
-        "total": float(total),
+        "iog_rep": float(iog.detach()),
+        "loc": float(loc.detach()),
+        "rep_gt": float(rep_gt.detach()),
+        "total": float(total.detach()),
         "grad_cx": float(grad[0]),
         "grad_cy": float(grad[1]),
     }
@@ -150,7 +151,7 @@ def repulsion_view(
         ax = _ax(ax)
         draw_boxes(attr, ax, colors="#3cb44b", texts=["target G_attr"], linewidth=2.5)
         draw_boxes(rep, ax, colors="#e6194b", texts=["neighbour G_rep"], linewidth=2.5)
-        draw_boxes(pred_xyxy.detach(), ax, colors="#4363d8", texts=["prediction B"], linestyle="--")
+        draw_boxes(pred_xyxy, ax, colors="#4363d8", texts=["prediction B"], linestyle="--")
         g = -grad[:2].numpy()
         norm = float(np.hypot(*g))
         if norm > 0:
