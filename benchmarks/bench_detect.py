@@ -1,0 +1,159 @@
+"""Benchmark: batched post-processing (rssd.detect) vs per-image, per-class Python loops.
+
+A batch of 32 SSD300 outputs (8732 priors, 21 classes), made realistic: the background logit dominates almost
+everywhere (a few hundred weak candidates per image pass the 0.01 threshold), and every image holds 1-12 objects
+whose overlapping priors predict the object's class with a high score and offsets towards a jittered copy of it,
+so NMS has real clusters to suppress.
+
+References, written here:
+* ``python-nms``: ssd.pytorch's ``Detect`` structure: for each image, for each class, threshold, best 400, then
+  a greedy NMS written as a Python ``while`` loop over torch ops; finally the 200 best of the image.
+* ``loop+tv.nms``: the same loops over images and classes, but torchvision's C++ ``nms`` per class (shown for
+  honesty: the speed-up over the C++ kernel in a loop is much smaller).
+
+The check: every method returns the same detections (labels, scores and boxes) for every image.
+Run: ``.venv/bin/python benchmarks/bench_detect.py [--repeats 5]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import torch
+from torchvision.ops import box_iou, nms
+
+from rssd.boxes import cxcywh_to_xyxy, decode, encode
+from rssd.detect import DetectConfig, detect
+from rssd.priors import make_priors
+
+
+def make_outputs(n: int, num_classes: int, priors: torch.Tensor, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(loc (N, P, 4), conf (N, P, C))`` that look like a trained SSD's on VOC-like images."""
+    g = torch.Generator().manual_seed(seed)
+    p = priors.shape[0]
+    conf = torch.randn(n, p, num_classes, generator=g)  # class logits around 0
+    conf[..., 0] = 8.0 + torch.randn(n, p, generator=g)  # background dominates
+    loc = 0.5 * torch.randn(n, p, 4, generator=g)
+    priors_xyxy = cxcywh_to_xyxy(priors)
+    for i in range(n):
+        k = int(torch.randint(1, 13, (1,), generator=g))
+        xy = torch.rand(k, 2, generator=g) * 0.7
+        wh = 0.08 + torch.rand(k, 2, generator=g) * 0.4
+        objects = torch.cat([xy, (xy + wh).clamp(max=1.0)], 1)  # (k, 4)
+        classes = torch.randint(1, num_classes, (k,), generator=g)
+        iou, which = box_iou(priors_xyxy, objects).max(1)  # (P,)
+        pos = iou > 0.4
+        jitter = 0.03 * torch.randn(int(pos.sum()), 4, generator=g)
+        loc[i, pos] = encode(objects[which[pos]] + jitter, priors[pos])
+        conf[i, pos, classes[which[pos]]] = 8.0 + 6.0 * iou[pos] + torch.randn(int(pos.sum()), generator=g)
+    return loc, conf
+
+
+def python_nms(boxes: torch.Tensor, scores: torch.Tensor, iou_threshold: float) -> torch.Tensor:
+    """Greedy NMS as a Python loop: take the best remaining box, drop the ones overlapping it by > threshold."""
+    order = torch.argsort(scores, descending=True)
+    keep = []
+    while order.numel() > 0:
+        i = order[0]
+        keep.append(int(i))
+        if order.numel() == 1:
+            break
+        rest = order[1:]
+        iou = box_iou(boxes[i].unsqueeze(0), boxes[rest])[0]
+        order = rest[iou <= iou_threshold]
+    return torch.tensor(keep, dtype=torch.long)
+
+
+def reference_detect(loc, conf, priors, sizes, cfg: DetectConfig, nms_fn) -> list[dict[str, torch.Tensor]]:
+    """Per image, per class: the obvious loops."""
+    out = []
+    for i in range(loc.shape[0]):
+        boxes = decode(loc[i], priors, cfg.variances).clamp(0, 1)  # (P, 4)
+        scores = torch.softmax(conf[i], -1)  # (P, C)
+        all_b, all_s, all_l = [], [], []
+        for c in range(1, conf.shape[-1]):
+            s = scores[:, c]
+            m = s > cfg.score_threshold
+            if not m.any():
+                continue
+            b, s = boxes[m], s[m]
+            top = torch.argsort(s, descending=True)[: cfg.top_k]
+            b, s = b[top], s[top]
+            k = nms_fn(b, s, cfg.nms_iou)
+            all_b.append(b[k])
+            all_s.append(s[k])
+            all_l.append(torch.full((len(k),), c, dtype=torch.long))
+        b, s, lab = torch.cat(all_b), torch.cat(all_s), torch.cat(all_l)
+        best = torch.argsort(s, descending=True)[: cfg.max_detections]
+        h, w = sizes[i]
+        out.append({"boxes": b[best] * torch.tensor([w, h, w, h]), "scores": s[best], "labels": lab[best]})
+    return out
+
+
+def same_detections(a: list[dict], b: list[dict]) -> bool:
+    for da, db in zip(a, b, strict=True):
+        if len(da["scores"]) != len(db["scores"]):
+            return False
+        oa, ob = torch.argsort(da["scores"], descending=True), torch.argsort(db["scores"], descending=True)
+        if not torch.equal(da["labels"][oa], db["labels"][ob]):
+            return False
+        if not torch.allclose(da["scores"][oa], db["scores"][ob]):
+            return False
+        if not torch.allclose(da["boxes"][oa], db["boxes"][ob], atol=1e-3):
+            return False
+    return True
+
+
+def best_of(fn, repeats: int) -> tuple[float, object]:
+    times, out = [], None
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        out = fn()
+        times.append(time.perf_counter() - t0)
+    return min(times), out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--batch", type=int, default=32)
+    ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's)")
+    args = ap.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+
+    cfg = DetectConfig()
+    priors = make_priors("ssd300")
+    loc, conf = make_outputs(args.batch, 21, priors)
+    sizes = [(375 + 5 * i, 500 - 3 * i) for i in range(args.batch)]
+    cand = (torch.softmax(conf, -1)[..., 1:] > cfg.score_threshold).sum().item()
+
+    t_fast, fast = best_of(lambda: detect(loc, conf, priors, sizes, cfg), args.repeats)
+    cfg_batch = DetectConfig(nms_batching="batch")
+    t_one, one = best_of(lambda: detect(loc, conf, priors, sizes, cfg_batch), args.repeats)
+    t_tv, tv = best_of(lambda: reference_detect(loc, conf, priors, sizes, cfg, nms), max(1, args.repeats // 2))
+    t_py, py = best_of(lambda: reference_detect(loc, conf, priors, sizes, cfg, python_nms), 2)
+
+    kept = sum(len(d["scores"]) for d in fast)
+    print(
+        f"SSD300 outputs: batch {args.batch}, {priors.shape[0]} priors, 21 classes; "
+        f"{cand / args.batch:.0f} candidates > {cfg.score_threshold} and {kept / args.batch:.0f} kept per image; "
+        f"torch threads {torch.get_num_threads()}; best of repeats"
+    )
+    rows = [
+        ("rssd.detect (auto: image)", t_fast, None),
+        ("rssd.detect (one NMS call)", t_one, one),
+        ("loop + torchvision nms", t_tv, tv),
+        ("loop + python nms (ref)", t_py, py),
+    ]
+    print(f"{'method':<28} {'ms/batch':>10} {'ratio':>8} {'same detections':>16}")
+    for name, t, out in rows:
+        same = "-" if out is None else str(same_detections(fast, out))
+        print(f"{name:<28} {1e3 * t:>10.1f} {t / t_fast:>8.1f} {same:>16}")
+    if not (same_detections(fast, one) and same_detections(fast, tv) and same_detections(fast, py)):
+        raise SystemExit("MISMATCH: the batched detections differ from the reference")
+
+
+if __name__ == "__main__":
+    main()

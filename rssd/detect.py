@@ -1,0 +1,188 @@
+"""SSD post-processing: decode, softmax, per-class NMS, batched over the images of a batch.
+
+The protocol is Caffe SSD's ``DetectionOutput`` (and ssd.pytorch's ``Detect``), with every number in
+:class:`DetectConfig`:
+
+1. softmax over the classes; background (column 0) is dropped;
+2. for every (image, class): keep the scores ``> score_threshold``, then at most ``top_k`` of them (the best);
+3. decode those candidates' offsets with their priors (:func:`rssd.boxes.decode`) and clip them to the image;
+4. greedy NMS at IoU ``nms_iou`` inside every (image, class) group: boxes of different classes or of different
+   images never suppress each other;
+5. keep the ``max_detections`` best survivors of each image, all classes together;
+6. scale to pixels with the original image sizes.
+
+How it is batched. Steps 1-3 and 5-6 run on the whole batch at once: one ``nonzero`` for the thresholded
+candidates, sort-based ranks for the per-class top-k and the per-image cap, one decode of the candidates only.
+Step 4 is :func:`torchvision.ops.batched_nms` with the class as group id, and two schedules give the same result:
+
+* ``"batch"``: a single call over the batch, group id ``image * (C - 1) + class``. Best on a GPU.
+* ``"image"``: one call per image, on a prefix of the image's candidates in score order. Best on a CPU, where
+  torchvision's NMS costs ``O(n * kept)`` per call when the groups are offset into one call, and one call per
+  group otherwise (``batched_nms`` switches above 1000 boxes); both are slow for a batch's tens of thousands of
+  candidates. The prefix is exact: suppression only flows from higher to lower scores, so NMS on an image's
+  ``L`` best candidates decides those ``L`` exactly; once at least ``max_detections`` of them survive, the rest
+  cannot reach the output. Otherwise the prefix grows (x4) until it does or holds every candidate.
+
+``"auto"`` (default) picks ``"image"`` on CPU and ``"batch"`` elsewhere. NMS runs in float64 so that
+the coordinate offsets torchvision adds to separate the groups cannot change an IoU test.
+
+Pixels follow rssd's convention (DEVELOPERS.md): continuous 0-based coordinates, so a normalised box times
+``(W, H, W, H)`` is already in pixels; :func:`rssd.evaluate.detections_to_voc` turns them into the 1-based
+coordinates of the devkit's result files.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+from torch import Tensor
+from torchvision.ops import batched_nms
+
+from rssd.boxes import VARIANCES, decode
+
+__all__ = ["DetectConfig", "detect"]
+
+
+@dataclass(frozen=True)
+class DetectConfig:
+    """Numbers of the post-processing (defaults: Caffe SSD's VOC protocol).
+
+    Attributes:
+        score_threshold: a class score must be strictly greater than this to become a candidate.
+        top_k: at most this many candidates per class and image go into NMS (the highest scores).
+        nms_iou: a box is suppressed by a better one of the same image and class when their IoU is ``> nms_iou``.
+        max_detections: at most this many detections per image are returned (the highest scores, all classes).
+        clip: clip the decoded boxes to the image (``[0, 1]`` before scaling) before NMS.
+        variances: the box coder's variances (must be those the model was trained with).
+        nms_batching: ``"batch"`` (one NMS call for the batch), ``"image"`` (one per image, on a growing prefix)
+            or ``"auto"`` (``"image"`` on CPU). Same detections either way; only the speed differs.
+    """
+
+    score_threshold: float = 0.01
+    top_k: int = 400
+    nms_iou: float = 0.45
+    max_detections: int = 200
+    clip: bool = True
+    variances: tuple[float, float] = VARIANCES
+    nms_batching: Literal["auto", "batch", "image"] = "auto"
+
+    def __post_init__(self) -> None:
+        if self.top_k < 1 or self.max_detections < 1:
+            raise ValueError(f"top_k and max_detections must be >= 1, got {self.top_k}, {self.max_detections}")
+        if not 0.0 <= self.nms_iou <= 1.0:
+            raise ValueError(f"nms_iou must be in [0, 1], got {self.nms_iou}")
+        if self.nms_batching not in ("auto", "batch", "image"):
+            raise ValueError(f"nms_batching must be 'auto', 'batch' or 'image', got {self.nms_batching!r}")
+
+
+def _rank_in_groups(group_sorted: Tensor, num_groups: int) -> Tensor:
+    """Position of each element inside its group, for ``group_sorted`` ``(M,)`` sorted ascending: ``(M,)`` int64."""
+    counts = torch.bincount(group_sorted, minlength=num_groups)  # (num_groups,)
+    starts = torch.cumsum(counts, 0) - counts
+    return torch.arange(group_sorted.numel(), device=group_sorted.device) - starts[group_sorted]
+
+
+def _sizes_tensor(image_sizes: Tensor | Sequence[Sequence[int]], n: int, device: torch.device) -> Tensor:
+    sizes = torch.as_tensor(image_sizes, dtype=torch.float32, device=device).reshape(-1, 2)  # (N, 2) as (H, W)
+    if sizes.shape[0] != n:
+        raise ValueError(f"image_sizes has {sizes.shape[0]} entries for a batch of {n} images")
+    return sizes
+
+
+def _nms_per_image(boxes: Tensor, scores: Tensor, cls: Tensor, counts: list[int], cfg: DetectConfig) -> Tensor:
+    """NMS image by image on growing prefixes; input sorted by (image, decreasing score). Kept indices ``(K,)``."""
+    kept, start = [], 0
+    prefix0 = max(2 * cfg.max_detections, 256)
+    for count in counts:
+        end, length = start + count, prefix0
+        while count:
+            stop = min(end, start + length)
+            keep = batched_nms(boxes[start:stop], scores[start:stop], cls[start:stop], cfg.nms_iou)  # by score
+            if keep.numel() >= cfg.max_detections or stop == end:
+                kept.append(keep[: cfg.max_detections] + start)
+                break
+            length *= 4
+        start = end
+    return torch.cat(kept) if kept else torch.zeros(0, dtype=torch.long, device=boxes.device)
+
+
+def detect(
+    loc: Tensor,
+    conf: Tensor,
+    priors_cxcywh: Tensor,
+    image_sizes: Tensor | Sequence[Sequence[int]] | None = None,
+    config: DetectConfig | None = None,
+) -> list[dict[str, Tensor]]:
+    """Turn a batch of SSD outputs into detections, one dict per image.
+
+    Args:
+        loc: ``(N, P, 4)`` predicted offsets (as :func:`rssd.boxes.encode` makes them).
+        conf: ``(N, P, C)`` class logits, column 0 the background.
+        priors_cxcywh: ``(P, 4)`` the priors, normalised ``cxcywh``.
+        image_sizes: ``(N, 2)`` original ``(H, W)`` of each image (a tensor or a sequence of pairs, e.g. the
+            targets' ``orig_size``): boxes come back in pixels. ``None`` keeps them normalised to ``[0, 1]``.
+        config: thresholds and limits (default :class:`DetectConfig`).
+
+    Returns:
+        ``N`` dicts with ``boxes`` ``(D, 4)`` float ``xyxy`` (pixels, or normalised), ``scores`` ``(D,)`` (softmax
+        probabilities) and ``labels`` ``(D,)`` int64 in ``1..C-1``; sorted by decreasing score; ``D <=
+        max_detections``, possibly 0. Same dtype and device as ``loc``.
+    """
+    cfg = config or DetectConfig()
+    if loc.dim() != 3 or conf.dim() != 3 or loc.shape[:2] != conf.shape[:2] or loc.shape[-1] != 4:
+        raise ValueError(f"expected loc (N, P, 4) and conf (N, P, C), got {tuple(loc.shape)} and {tuple(conf.shape)}")
+    if priors_cxcywh.shape != (loc.shape[1], 4):
+        raise ValueError(f"priors have shape {tuple(priors_cxcywh.shape)}, expected ({loc.shape[1]}, 4)")
+    n, _, c = conf.shape
+    num_fg = c - 1  # foreground classes
+    device = loc.device
+    per_image = cfg.nms_batching == "image" or (cfg.nms_batching == "auto" and device.type == "cpu")
+
+    with torch.no_grad():
+        scores = torch.softmax(conf, dim=-1)[..., 1:]  # (N, P, C-1)
+
+        # Candidates above the threshold, sorted by decreasing score (ties: by image, prior, class).
+        img, prior, cls = torch.nonzero(scores > cfg.score_threshold, as_tuple=True)  # (M,) each
+        cand_scores = scores[img, prior, cls]  # (M,)
+        order = torch.argsort(cand_scores, descending=True, stable=True)
+        img, prior, cls, cand_scores = img[order], prior[order], cls[order], cand_scores[order]
+
+        # The top_k best of every (image, class) group (only sorted by group when some group has too many).
+        group = img * num_fg + cls  # (M,)
+        if group.numel() and int(torch.bincount(group).max()) > cfg.top_k:
+            by_group = torch.argsort(group, stable=True)  # by group, then by decreasing score
+            within = torch.zeros_like(group, dtype=torch.bool)
+            within[by_group] = _rank_in_groups(group[by_group], n * num_fg) < cfg.top_k
+            img, prior, cls, cand_scores = img[within], prior[within], cls[within], cand_scores[within]
+
+        # Image-major order (stable: decreasing score inside each image), then decode the candidates only.
+        by_image = torch.argsort(img, stable=True)
+        img, prior, cls, cand_scores = img[by_image], prior[by_image], cls[by_image], cand_scores[by_image]
+        cand_boxes = decode(loc[img, prior], priors_cxcywh.to(loc)[prior], cfg.variances)  # (M', 4)
+        if cfg.clip:
+            cand_boxes = cand_boxes.clamp(0.0, 1.0)
+        counts_all = torch.bincount(img, minlength=n)
+
+        # NMS (float64: torchvision offsets every group by group_id * (max + 1)), then at most max_detections.
+        boxes64, scores64 = cand_boxes.double(), cand_scores.double()
+        if per_image:
+            keep = _nms_per_image(boxes64, scores64, cls, counts_all.tolist(), cfg)  # image-major, by score
+        else:
+            keep = batched_nms(boxes64, scores64, img * num_fg + cls, cfg.nms_iou)  # by decreasing score
+            keep = keep[torch.argsort(img[keep], stable=True)]  # image-major, still by score inside
+            keep = keep[_rank_in_groups(img[keep], n) < cfg.max_detections]
+        counts = torch.bincount(img[keep], minlength=n).tolist()
+
+        out_boxes = cand_boxes[keep]  # (K, 4)
+        if image_sizes is not None:
+            sizes = _sizes_tensor(image_sizes, n, device).to(out_boxes.dtype)  # (N, 2) as (H, W)
+            out_boxes = out_boxes * sizes[:, [1, 0, 1, 0]][img[keep]]  # times (W, H, W, H)
+        out_scores = cand_scores[keep]
+        out_labels = cls[keep] + 1
+    return [
+        {"boxes": b, "scores": s, "labels": lab}
+        for b, s, lab in zip(out_boxes.split(counts), out_scores.split(counts), out_labels.split(counts), strict=True)
+    ]
