@@ -50,6 +50,7 @@ __all__ = [
     "SSD",
     "build_ssd",
     "forward_macs",
+    "summary",
     "WeightImportError",
     "SSD_PYTORCH_VGG_LAYERS",
     "ssd_pytorch_key_map",
@@ -375,6 +376,23 @@ def forward_macs(model: nn.Module, images: Tensor) -> int:
         for h in handles:
             h.remove()
     return total
+
+
+def summary(model: SSD) -> str:
+    """A printable table of ``model``: input, parameters, forward MACs per image, source maps and their priors."""
+    s = model.image_size
+    macs = forward_macs(model, torch.empty(1, 3, s, s))
+    params = sum(p.numel() for p in model.parameters())
+    lines = [
+        f"{model.name}: input {s}x{s} ({model.normalization}), {model.num_classes} classes incl. background",
+        f"parameters {params:,}; forward {macs / 1e9:.2f} GMAC per image (training ~3x: {3 * macs / 1e9:.1f})",
+        f"{'source':>9} {'map':>7} {'channels':>8} {'boxes/cell':>10} {'priors':>7}",
+    ]
+    spec = model.prior_spec
+    for name, f, b in zip(model.source_names, spec.feature_maps, spec.boxes_per_cell, strict=True):
+        lines.append(f"{name:>9} {f'{f}x{f}':>7} {model.loc[name].in_channels:>8} {b:>10} {f * f * b:>7}")
+    lines.append(f"{'total':>9} {'':>7} {'':>8} {'':>10} {model.priors_cxcywh.shape[0]:>7}")
+    return "\n".join(lines)
 
 
 # --------------------------------------------------------------------------------------------------------------------

@@ -423,3 +423,12 @@ def test_prior_spec_of_custom_config() -> None:
                      (45, 99, 153, 207, 261, 315), ((2, 3),) * 6)  # fmt: skip
     model = SSD(dataclasses.replace(SSD_CONFIGS["ssd-cpu"], name="custom", priors=spec), 3)
     assert model.priors.shape[0] == spec.num_priors == sum(f * f * 6 for f in spec.feature_maps)
+
+
+def test_model_summary_cli(capsys: pytest.CaptureFixture[str]) -> None:
+    from rssd.cli import main
+
+    assert main(["model-summary", "--model", "ssd300"]) == 0
+    out = capsys.readouterr().out
+    assert "parameters 26,285,486; forward 31.37 GMAC per image" in out
+    assert "conv4_3   38x38      512          4    5776" in out and out.rstrip().endswith("8732")
