@@ -70,11 +70,25 @@ def _add_crowd_stats(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_cmd_crowd_stats)
 
 
+def _cmd_model_summary(args: argparse.Namespace) -> int:
+    from rssd.model import build_ssd, summary
+
+    print(summary(build_ssd(args.model, args.num_classes)))
+    return 0
+
+
+def _add_model_summary(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("model-summary", help="parameters, forward MACs per image and priors of a model")
+    p.add_argument("--model", default="ssd300", choices=["ssd300", "ssd512", "ssd-cpu"])
+    p.add_argument("--num-classes", type=int, default=21, help="classes incl. background (default 21, VOC)")
+    p.set_defaults(func=_cmd_model_summary)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="rssd", description="SSD with Repulsion Loss.")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
-    for add in (_add_priors, _add_crowd_stats):
+    for add in (_add_priors, _add_crowd_stats, _add_model_summary):
         add(sub)
     return parser
 
