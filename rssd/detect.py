@@ -3,7 +3,7 @@
 The protocol is Caffe SSD's ``DetectionOutput`` (and ssd.pytorch's ``Detect``), with every number in
 :class:`DetectConfig`:
 
-1. softmax over the classes; background (column 0) is dropped;
+1. softmax over the classes (only on the priors where a class can reach the threshold); background is dropped;
 2. for every (image, class): keep the scores ``> score_threshold``, then at most ``top_k`` of them (the best);
 3. decode those candidates' offsets with their priors (:func:`rssd.boxes.decode`) and clip them to the image;
 4. greedy NMS at IoU ``nms_iou`` inside every (image, class) group: boxes of different classes or of different
@@ -21,7 +21,8 @@ Step 4 is :func:`torchvision.ops.batched_nms` with the class as group id, and tw
   group otherwise (``batched_nms`` switches above 1000 boxes); both are slow for a batch's tens of thousands of
   candidates. The prefix is exact: suppression only flows from higher to lower scores, so NMS on an image's
   ``L`` best candidates decides those ``L`` exactly; once at least ``max_detections`` of them survive, the rest
-  cannot reach the output. Otherwise the prefix grows (x4) until it does or holds every candidate.
+  cannot reach the output. Otherwise the prefix doubles until it does or holds every candidate (it starts at
+  ``2 * max_detections``).
 
 ``"auto"`` (default) picks ``"image"`` on CPU and ``"batch"`` elsewhere. NMS runs in float64 so that
 the coordinate offsets torchvision adds to separate the groups cannot change an IoU test.
@@ -33,6 +34,7 @@ coordinates of the devkit's result files.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
@@ -95,7 +97,7 @@ def _sizes_tensor(image_sizes: Tensor | Sequence[Sequence[int]], n: int, device:
 def _nms_per_image(boxes: Tensor, scores: Tensor, cls: Tensor, counts: list[int], cfg: DetectConfig) -> Tensor:
     """NMS image by image on growing prefixes; input sorted by (image, decreasing score). Kept indices ``(K,)``."""
     kept, start = [], 0
-    prefix0 = max(2 * cfg.max_detections, 256)
+    prefix0 = 2 * cfg.max_detections
     for count in counts:
         end, length = start + count, prefix0
         while count:
@@ -104,7 +106,7 @@ def _nms_per_image(boxes: Tensor, scores: Tensor, cls: Tensor, counts: list[int]
             if keep.numel() >= cfg.max_detections or stop == end:
                 kept.append(keep[: cfg.max_detections] + start)
                 break
-            length *= 4
+            length *= 2
         start = end
     return torch.cat(kept) if kept else torch.zeros(0, dtype=torch.long, device=boxes.device)
 
@@ -142,11 +144,17 @@ def detect(
     per_image = cfg.nms_batching == "image" or (cfg.nms_batching == "auto" and device.type == "cpu")
 
     with torch.no_grad():
-        scores = torch.softmax(conf, dim=-1)[..., 1:]  # (N, P, C-1)
+        # Rows (image, prior) that can hold a candidate: softmax(l)_c <= exp(l_c - max(l)), so a class whose logit
+        # is more than -log(threshold) below the row's maximum cannot pass. The softmax (the costly part on CPU) is
+        # then computed on those rows only, which with a trained model are a small fraction (the rest is background).
+        bound = math.log(cfg.score_threshold) - 1e-3 if cfg.score_threshold > 0 else -math.inf  # margin: rounding
+        fg_max = conf[..., 1:].amax(dim=-1)  # (N, P)
+        row_img, row_prior = torch.nonzero(fg_max - torch.maximum(fg_max, conf[..., 0]) > bound, as_tuple=True)
+        scores = torch.softmax(conf[row_img, row_prior], dim=-1)[:, 1:]  # (R, C-1)
 
         # Candidates above the threshold, sorted by decreasing score (ties: by image, prior, class).
-        img, prior, cls = torch.nonzero(scores > cfg.score_threshold, as_tuple=True)  # (M,) each
-        cand_scores = scores[img, prior, cls]  # (M,)
+        row, cls = torch.nonzero(scores > cfg.score_threshold, as_tuple=True)  # (M,) each
+        img, prior, cand_scores = row_img[row], row_prior[row], scores[row, cls]  # (M,) each
         order = torch.argsort(cand_scores, descending=True, stable=True)
         img, prior, cls, cand_scores = img[order], prior[order], cls[order], cand_scores[order]
 

@@ -201,7 +201,7 @@ def test_batched_equals_per_image_and_reference(seed: int) -> None:
 
 
 def test_growing_prefix_when_the_best_candidates_are_suppressed() -> None:
-    # Image 0's best 300 candidates are near-duplicates of one class-1 box: NMS on the first prefix (256) leaves
+    # Image 0's best 300 candidates are near-duplicates of one class-1 box: NMS on the first prefix (200) leaves
     # one, fewer than max_detections, so the per-image schedule must look further; it must equal the one-call result.
     gen = torch.Generator().manual_seed(3)
     loc, conf, priors = random_outputs(2, 4, gen, crowded=True)
