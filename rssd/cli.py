@@ -84,11 +84,85 @@ def _add_model_summary(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_cmd_model_summary)
 
 
+def _cmd_evaluate(args: argparse.Namespace) -> int:
+    import json
+    import time
+    from pathlib import Path
+
+    from rssd.data.voc import VOC_CLASSES, VOCFormatError, load_voc_annotations
+    from rssd.evaluate import evaluate_voc, read_voc_results
+
+    if args.checkpoint is not None or args.data is not None:
+        # Model inference (run a checkpoint over --data, write the result files, score them) lands with training.
+        raise SystemExit(
+            "rssd evaluate: --checkpoint/--data (model inference) is not available yet: it is wired once training "
+            "and checkpoints land. For now write devkit result files (rssd.evaluate.write_voc_results) and pass "
+            "--results DIR."
+        )
+    if args.results is None or args.voc_root is None:
+        raise SystemExit("rssd evaluate: --voc-root and --results are required")
+    metric = args.metric or ("voc07" if str(args.year) in ("2007", "07") else "all-point")
+    try:
+        t0 = time.perf_counter()
+        annotations = load_voc_annotations(args.voc_root, args.year, args.split)
+        t1 = time.perf_counter()
+        names = {n for a in annotations for n in a.names}
+        classes = VOC_CLASSES if names <= set(VOC_CLASSES) else tuple(sorted(names))  # custom VOC-layout data
+        detections = read_voc_results(args.results, classes, prefix=args.prefix)
+        t2 = time.perf_counter()
+        result = evaluate_voc(
+            annotations, detections, classes, metric=metric, subset=args.subset, crowd_protocol=args.crowd_protocol,
+            mr_class=args.mr_class,
+        )  # fmt: skip
+    except (FileNotFoundError, VOCFormatError, ValueError) as e:
+        print(f"rssd evaluate: {e}", file=sys.stderr)
+        return 2
+    timing = {"load_annotations_s": t1 - t0, "read_results_s": t2 - t1, "score_s": result.seconds}
+    print(f"{args.voc_root} {args.year} {args.split}: {len(annotations)} images, results from {args.results}")
+    print(result.table())
+    print(", ".join(f"{k} {v:.2f}" for k, v in timing.items()))
+    if args.json:
+        Path(args.json).write_text(json.dumps({**result.to_json(), "timing": timing}, indent=1) + "\n")
+    return 0
+
+
+def _add_evaluate(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "evaluate",
+        help="score detections on PASCAL VOC as the official devkit does (AP, crowd subset, MR^-2)",
+        description="Score comp4_det_test_<class>.txt result files (lines: image_id score xmin ymin xmax ymax, "
+        "1-based pixels) against VOC annotations, with the devkit's rules.",
+    )
+    data = p.add_argument_group("ground truth")
+    data.add_argument("--voc-root", help="VOCdevkit folder (holding VOC2007/ ...)")
+    data.add_argument("--year", default="2007", help="2007, 2012 or a sub-folder name (default 2007)")
+    data.add_argument("--split", default="test", help="image set (default test)")
+    files = p.add_argument_group("detections from result files")
+    files.add_argument("--results", metavar="DIR", help="folder of <prefix><class>.txt files")
+    files.add_argument("--prefix", default="comp4_det_test_", help="result file prefix (default comp4_det_test_)")
+    # Model inference: wired when training and checkpoints land (the handler refuses these until then).
+    model = p.add_argument_group("detections from a model (not available yet)")
+    model.add_argument("--checkpoint", metavar="CKPT", help="run this checkpoint over --data, then score")
+    model.add_argument("--data", metavar="SPEC", help="dataset spec for --checkpoint, e.g. voc:ROOT:07:test")
+    scoring = p.add_argument_group("scoring")
+    scoring.add_argument(
+        "--metric", choices=["voc07", "all-point"], help="11-point (default for 2007) or all-point (other years)"
+    )
+    scoring.add_argument("--subset", choices=["all", "crowd"], default="all", help="all objects or the crowd subset")
+    scoring.add_argument(
+        "--crowd-protocol", choices=["remove", "ignore"], default="remove",
+        help="crowd subset: delete non-crowd objects (remove) or treat them as difficult (ignore)",
+    )  # fmt: skip
+    scoring.add_argument("--mr-class", default="person", help="class of the log-average miss rate (default person)")
+    scoring.add_argument("--json", metavar="OUT", help="also write mAP, per-class AP (null: no object), settings")
+    p.set_defaults(func=_cmd_evaluate)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="rssd", description="SSD with Repulsion Loss.")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
-    for add in (_add_priors, _add_crowd_stats, _add_model_summary):
+    for add in (_add_priors, _add_crowd_stats, _add_model_summary, _add_evaluate):
         add(sub)
     return parser
 

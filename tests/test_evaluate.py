@@ -13,6 +13,7 @@ import torch
 from hypothesis import given
 from hypothesis import strategies as st
 
+from rssd.cli import main
 from rssd.evaluate import (
     MR_FPPI,
     ClassDetections,
@@ -532,3 +533,42 @@ def test_real_voc2007_subset_matches_reference(test_data: Path) -> None:
     crowd = evaluate_voc(records, detections, VOC_CLASSES, subset="crowd", crowd_protocol="ignore")
     sub = crowd_subset(records, "ignore")
     assert crowd.ap["person"] == pytest.approx(devkit_reference(sub, detections["person"], "person")[0], abs=1e-12)
+
+
+def test_cli_evaluate_sample(test_data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from rssd.data.voc import VOC_CLASSES, load_voc_annotations
+
+    root = test_data / "voc2007-sample9" / "VOCdevkit"
+    records = load_voc_annotations(root, "2007", "test")
+    detections = jittered_detections(records, VOC_CLASSES, seed=1)
+    write_voc_results(detections, tmp_path / "res", VOC_CLASSES)
+    out = tmp_path / "out.json"
+    args = [
+        "evaluate",
+        "--voc-root",
+        str(root),
+        "--year",
+        "2007",
+        "--split",
+        "test",
+        "--results",
+        str(tmp_path / "res"),
+    ]
+    assert main([*args, "--json", str(out)]) == 0
+    js = json.loads(out.read_text())
+    expected = evaluate_voc(records, read_voc_results(tmp_path / "res", VOC_CLASSES), VOC_CLASSES)
+    assert js["mAP"] == pytest.approx(expected.mAP) and set(js["ap"]) == set(VOC_CLASSES)
+    assert js["metric"] == "voc07" and js["num_images"] == len(records)
+    assert any(v is None for v in js["ap"].values())  # 9 images: some classes have no object
+    assert "mAP" in capsys.readouterr().out
+    assert (
+        main([*args, "--metric", "all-point", "--subset", "crowd", "--crowd-protocol", "ignore", "--json", str(out)])
+        == 0
+    )
+    js = json.loads(out.read_text())
+    assert js["metric"] == "all-point" and js["subset"] == "crowd" and js["crowd_protocol"] == "ignore"
+
+
+def test_cli_checkpoint_mode_is_not_wired_yet(tmp_path: Path) -> None:
+    with pytest.raises(SystemExit, match="checkpoint"):
+        main(["evaluate", "--checkpoint", str(tmp_path / "x.pt"), "--data", "synth"])
