@@ -24,8 +24,9 @@ Step 4 is :func:`torchvision.ops.batched_nms` with the class as group id, and tw
   cannot reach the output. Otherwise the prefix doubles until it does or holds every candidate (it starts at
   ``2 * max_detections``).
 
-``"auto"`` (default) picks ``"image"`` on CPU and ``"batch"`` elsewhere. NMS runs in float64 so that
-the coordinate offsets torchvision adds to separate the groups cannot change an IoU test.
+``"auto"`` (default) picks ``"image"`` on CPU and ``"batch"`` elsewhere. NMS runs in float64 (float32 on Apple's
+MPS, which has no float64) so that the coordinate offsets torchvision adds to separate the groups cannot change
+an IoU test.
 
 Pixels follow rssd's convention (DEVELOPERS.md): continuous 0-based coordinates, so a normalised box times
 ``(W, H, W, H)`` is already in pixels; :func:`rssd.evaluate.detections_to_voc` turns them into the 1-based
@@ -175,7 +176,8 @@ def detect(
         counts_all = torch.bincount(img, minlength=n)
 
         # NMS (float64: torchvision offsets every group by group_id * (max + 1)), then at most max_detections.
-        boxes64, scores64 = cand_boxes.double(), cand_scores.double()
+        nms_dtype = torch.float32 if device.type == "mps" else torch.float64  # MPS has no float64
+        boxes64, scores64 = cand_boxes.to(nms_dtype), cand_scores.to(nms_dtype)
         if per_image:
             keep = _nms_per_image(boxes64, scores64, cls, counts_all.tolist(), cfg)  # image-major, by score
         else:

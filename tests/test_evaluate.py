@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from rssd.cli import main
@@ -481,6 +481,7 @@ def scenes(draw):
     return records, {c: dets(v) if v else ClassDetections.empty() for c, v in rows.items()}
 
 
+@settings(max_examples=150)
 @given(scenes(), st.sampled_from(["voc07", "all-point"]))
 def test_matches_devkit_loop(scene, metric) -> None:
     records, detections = scene
