@@ -12,12 +12,14 @@ References, written here:
   honesty: the speed-up over the C++ kernel in a loop is much smaller).
 
 The check: every method returns the same detections (labels, scores and boxes) for every image.
-Run: ``.venv/bin/python benchmarks/bench_detect.py [--repeats 5]``.
+Run: ``.venv/bin/python benchmarks/bench_detect.py [--repeats 5] [--threads 2]``. The methods are timed in turn,
+round after round, so that other processes' load falls on all of them; best and median of the rounds are shown.
 """
 
 from __future__ import annotations
 
 import argparse
+import statistics
 import time
 
 import torch
@@ -105,13 +107,16 @@ def same_detections(a: list[dict], b: list[dict]) -> bool:
     return True
 
 
-def best_of(fn, repeats: int) -> tuple[float, object]:
-    times, out = [], None
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        out = fn()
-        times.append(time.perf_counter() - t0)
-    return min(times), out
+def interleaved(fns: dict, rounds: int) -> tuple[dict[str, list[float]], dict[str, object]]:
+    """Time every function once per round, in turn, so that load from other processes hits them alike."""
+    times: dict[str, list[float]] = {k: [] for k in fns}
+    outs: dict[str, object] = {}
+    for _ in range(rounds):
+        for name, fn in fns.items():
+            t0 = time.perf_counter()
+            outs[name] = fn()
+            times[name].append(time.perf_counter() - t0)
+    return times, outs
 
 
 def main() -> None:
@@ -129,28 +134,33 @@ def main() -> None:
     sizes = [(375 + 5 * i, 500 - 3 * i) for i in range(args.batch)]
     cand = (torch.softmax(conf, -1)[..., 1:] > cfg.score_threshold).sum().item()
 
-    t_fast, fast = best_of(lambda: detect(loc, conf, priors, sizes, cfg), args.repeats)
     cfg_batch = DetectConfig(nms_batching="batch")
-    t_one, one = best_of(lambda: detect(loc, conf, priors, sizes, cfg_batch), args.repeats)
-    t_tv, tv = best_of(lambda: reference_detect(loc, conf, priors, sizes, cfg, nms), max(1, args.repeats // 2))
-    t_py, py = best_of(lambda: reference_detect(loc, conf, priors, sizes, cfg, python_nms), 2)
+    fns = {
+        "rssd.detect (auto: image)": lambda: detect(loc, conf, priors, sizes, cfg),
+        "rssd.detect (one NMS call)": lambda: detect(loc, conf, priors, sizes, cfg_batch),
+        "loop + torchvision nms": lambda: reference_detect(loc, conf, priors, sizes, cfg, nms),
+        "loop + python nms (ref)": lambda: reference_detect(loc, conf, priors, sizes, cfg, python_nms),
+    }
+    detect(loc, conf, priors, sizes, cfg)  # warm-up
+    times, outs = interleaved(fns, args.repeats)
+    fast, one, tv, py = outs.values()
 
     kept = sum(len(d["scores"]) for d in fast)
     print(
         f"SSD300 outputs: batch {args.batch}, {priors.shape[0]} priors, 21 classes; "
         f"{cand / args.batch:.0f} candidates > {cfg.score_threshold} and {kept / args.batch:.0f} kept per image; "
-        f"torch threads {torch.get_num_threads()}; best of repeats"
+        f"torch threads {torch.get_num_threads()}; {args.repeats} interleaved rounds"
     )
-    rows = [
-        ("rssd.detect (auto: image)", t_fast, None),
-        ("rssd.detect (one NMS call)", t_one, one),
-        ("loop + torchvision nms", t_tv, tv),
-        ("loop + python nms (ref)", t_py, py),
-    ]
-    print(f"{'method':<28} {'ms/batch':>10} {'ratio':>8} {'same detections':>16}")
-    for name, t, out in rows:
+    best = {k: min(v) for k, v in times.items()}
+    median = {k: statistics.median(v) for k, v in times.items()}
+    t_fast, m_fast = best["rssd.detect (auto: image)"], median["rssd.detect (auto: image)"]
+    print(f"{'method':<28} {'best ms':>9} {'ratio':>7} {'median ms':>10} {'ratio':>7} {'same detections':>16}")
+    for name, out in zip(fns, (None, one, tv, py), strict=True):
         same = "-" if out is None else str(same_detections(fast, out))
-        print(f"{name:<28} {1e3 * t:>10.1f} {t / t_fast:>8.1f} {same:>16}")
+        print(
+            f"{name:<28} {1e3 * best[name]:>9.1f} {best[name] / t_fast:>7.1f} {1e3 * median[name]:>10.1f} "
+            f"{median[name] / m_fast:>7.1f} {same:>16}"
+        )
     if not (same_detections(fast, one) and same_detections(fast, tv) and same_detections(fast, py)):
         raise SystemExit("MISMATCH: the batched detections differ from the reference")
 
