@@ -1,0 +1,196 @@
+"""Named training configurations: plain dataclasses, every field overridable from the command line.
+
+``get_config("ssd300-voc0712", iterations=1000)`` gives a preset with overrides; :func:`add_config_arguments`
+turns every field into a ``--field-name`` option and :func:`config_from_args` reads them back, so that
+``rssd train --config ssd-cpu-synth --batch-size 8 --loss ssd`` needs no hand-written option per field.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import types
+import typing
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any
+
+__all__ = ["TrainConfig", "PRESETS", "LOSSES", "get_config", "add_config_arguments", "config_from_args"]
+
+#: Loss choices: plain SSD, SSD + RepGT, SSD + RepGT + RepBox.
+LOSSES = ("ssd", "repgt", "repgt+repbox")
+
+
+@dataclass
+class TrainConfig:
+    """Everything a training run depends on (saved as ``config.json`` beside its checkpoints).
+
+    The schedule is the paper's (lr 1e-3, batch 32, 120k iterations, x0.1 at 80k and 100k) scaled to
+    ``iterations``: the decay points are fractions of the run, after a linear warm-up.
+    """
+
+    name: str = "run"
+    # model and data
+    model: str = "ssd300"
+    data: str = "auto"  # a dataset spec (rssd.data.specs), or "auto": VOC when found, else synthetic crowds
+    split: str = "trainval"
+    test_split: str = "test"
+    synth_images: int = 2000  # size of the synthetic set (all splits) when data is "synth"
+    keep_difficult: bool = False
+    normalization: str | None = None  # None: the model's own convention
+    weights: str | None = None  # pretrained weights: vgg16_reducedfc.pth, an ssd.pytorch or rssd checkpoint
+    augment: bool = True
+    # optimisation
+    iterations: int = 120_000
+    batch_size: int = 32
+    lr: float = 1e-3
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    warmup_iterations: int = 500
+    warmup_factor: float = 1e-3
+    milestones: tuple[float, ...] = (2 / 3, 5 / 6)  # fractions of `iterations` (80k and 100k of 120k)
+    gamma: float = 0.1
+    grad_clip: float | None = None  # max gradient norm, None for no clipping
+    # loss
+    loss: str = "repgt"
+    alpha: float = 0.5
+    beta: float = 0.5
+    sigma_gt: float = 1.0
+    sigma_box: float = 0.0
+    same_class: bool = True
+    neg_pos_ratio: int = 3
+    # machinery
+    device: str = "auto"  # "auto": CUDA when available
+    amp: bool = True  # bf16 autocast on CUDA (CPU always runs float32)
+    channels_last: bool = True  # on CUDA
+    workers: int = 2
+    seed: int = 0
+    out_dir: str = "runs"  # checkpoints go to OUT_DIR/NAME
+    checkpoint_every: int = 5000
+    keep_checkpoints: int = 3
+    log_every: int = 20
+
+    def __post_init__(self) -> None:
+        if self.loss not in LOSSES:
+            raise ValueError(f"loss must be one of {', '.join(LOSSES)}, got {self.loss!r}")
+        if self.iterations < 1 or self.batch_size < 1:
+            raise ValueError(f"iterations and batch_size must be >= 1, got {self.iterations}, {self.batch_size}")
+        if any(not 0 < m <= 1 for m in self.milestones):
+            raise ValueError(f"milestones are fractions of the run in (0, 1], got {self.milestones}")
+        self.milestones = tuple(float(m) for m in self.milestones)
+
+    @property
+    def loss_weights(self) -> tuple[float, float]:
+        """``(alpha, beta)`` after the loss choice: ``ssd`` zeroes both, ``repgt`` zeroes beta."""
+        return {
+            "ssd": (0.0, 0.0),
+            "repgt": (self.alpha, 0.0),
+            "repgt+repbox": (self.alpha, self.beta),
+        }[self.loss]
+
+    @property
+    def run_dir(self) -> Path:
+        return Path(self.out_dir).expanduser() / self.name
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
+        known = {f.name for f in fields(cls)}
+        unknown = set(d) - known
+        if unknown:
+            raise ValueError(f"unknown config fields: {', '.join(sorted(unknown))}")
+        d = dict(d)
+        if "milestones" in d:
+            d["milestones"] = tuple(d["milestones"])
+        return cls(**d)
+
+    def save(self, path: str | Path) -> None:
+        Path(path).write_text(json.dumps(self.to_dict(), indent=2) + "\n")
+
+
+PRESETS: dict[str, TrainConfig] = {
+    "ssd300-voc0712": TrainConfig(
+        name="ssd300-voc0712", model="ssd300", data="voc:~/data/VOCdevkit:07+12",
+        weights="~/data/weights/vgg16_reducedfc.pth",
+    ),  # fmt: skip
+    "ssd512-voc0712": TrainConfig(
+        name="ssd512-voc0712", model="ssd512", data="voc:~/data/VOCdevkit:07+12",
+        weights="~/data/weights/vgg16_reducedfc.pth",
+    ),  # fmt: skip
+    # From scratch on the synthetic crowds on a 2-core CPU: BatchNorm model, larger lr, short schedule.
+    "ssd-cpu-synth": TrainConfig(
+        name="ssd-cpu-synth", model="ssd-cpu", data="synth", synth_images=2000, iterations=1500, batch_size=16,
+        lr=0.02, warmup_iterations=100, weight_decay=5e-4, grad_clip=10.0, workers=1, checkpoint_every=250,
+        log_every=10,
+    ),  # fmt: skip
+}
+
+
+def get_config(preset: str, **overrides: Any) -> TrainConfig:
+    """A copy of the preset named ``preset`` with ``overrides`` applied (validated)."""
+    if preset not in PRESETS:
+        raise KeyError(f"unknown config {preset!r}; presets: {', '.join(PRESETS)}")
+    return dataclasses.replace(PRESETS[preset], **overrides)
+
+
+def _base_type(tp: Any) -> tuple[type, bool]:
+    """``(scalar type, optional)`` of a field annotation such as ``float | None`` or ``tuple[float, ...]``."""
+    optional = False
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        optional = len(args) < len(typing.get_args(tp))
+        tp = args[0]
+        origin = typing.get_origin(tp)
+    if origin is tuple:
+        return tuple, optional
+    return tp, optional
+
+
+def _parser_for(tp: type, optional: bool):
+    def parse(text: str):
+        if optional and text.lower() in ("none", "null", ""):
+            return None
+        if tp is tuple:
+            return tuple(float(t) for t in text.split(",") if t)
+        return tp(text)
+
+    return parse
+
+
+def add_config_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add ``--config PRESET`` and one ``--field-name`` option per :class:`TrainConfig` field.
+
+    Options not given stay out of the namespace, so ``--grad-clip none`` (None) differs from no option.
+    """
+    parser.add_argument("--config", default=None, choices=sorted(PRESETS), help="a named preset to start from")
+    group = parser.add_argument_group("configuration fields (override the preset)")
+    hints = typing.get_type_hints(TrainConfig)
+    for f in fields(TrainConfig):
+        tp, optional = _base_type(hints[f.name])
+        flag = "--" + f.name.replace("_", "-")
+        default = f.default if f.default is not dataclasses.MISSING else None
+        if tp is bool:
+            group.add_argument(
+                flag, action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS, help=f"(default {default})"
+            )
+        else:
+            choices = LOSSES if f.name == "loss" else None
+            shown = ",".join(f"{m:g}" for m in default) if isinstance(default, tuple) else default
+            group.add_argument(
+                flag, type=_parser_for(tp, optional), default=argparse.SUPPRESS, choices=choices,
+                metavar=f.name.upper(),
+                help=f"(default {shown})",
+            )  # fmt: skip
+
+
+def config_from_args(args: argparse.Namespace, base: TrainConfig | None = None) -> TrainConfig:
+    """The config named by ``args.config`` (or ``base``, or the defaults) with every option given applied."""
+    if base is None:
+        base = PRESETS[args.config] if getattr(args, "config", None) else TrainConfig()
+    overrides = {f.name: getattr(args, f.name) for f in fields(TrainConfig) if hasattr(args, f.name)}
+    return dataclasses.replace(base, **overrides)
+
