@@ -158,11 +158,63 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_cmd_evaluate)
 
 
+def _cmd_synth(args: argparse.Namespace) -> int:
+    import time
+
+    from rssd.data.crowd import crowd_stats
+    from rssd.data.synthetic import SynthConfig, write_synthetic_voc
+    from rssd.data.voc import load_voc_annotations
+
+    t0 = time.perf_counter()
+    out = write_synthetic_voc(
+        args.out, args.images, args.seed, config=SynthConfig(size=args.size), test_fraction=args.test_fraction,
+        workers=args.workers,
+    )  # fmt: skip
+    seconds = time.perf_counter() - t0
+    stats = crowd_stats(load_voc_annotations(out, split="all"))
+    print(f"wrote {args.images} images ({args.size}px, seed {args.seed}) to {out} in {seconds:.1f} s")
+    print(f"{stats.objects} objects, {stats.crowd_objects} in the crowd subset ({100 * stats.crowd_fraction:.1f} %)")
+    print(f"read it with --data synth:{out} (or vocfmt:{out}); splits: trainval, test, train, val, all")
+    return 0
+
+
+def _add_synth(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("synth", help="write synthetic crowd scenes in VOC layout")
+    p.add_argument("--out", required=True, help="output folder (Annotations/, JPEGImages/, ImageSets/Main/)")
+    p.add_argument("--images", type=int, default=2000, help="number of images, all splits (default 2000)")
+    p.add_argument("--seed", type=int, default=0, help="scene seed (default 0)")
+    p.add_argument("--size", type=int, default=300, help="image side in pixels (default 300)")
+    p.add_argument("--test-fraction", type=float, default=0.2, help="share of images in test (default 0.2)")
+    p.add_argument("--workers", type=int, default=1, help="processes (output does not depend on it)")
+    p.set_defaults(func=_cmd_synth)
+
+
+def _cmd_download(args: argparse.Namespace) -> int:
+    from rssd.data.download import DownloadError, download_voc
+
+    try:
+        path = download_voc(args.name, args.root, mirror=args.mirror, keep_archives=not args.delete_archives)
+    except DownloadError as e:
+        print(f"rssd download: {e}", file=sys.stderr)
+        return 1
+    print(f"done: {path} (use --data voc:{path}:07+12)")
+    return 0
+
+
+def _add_download(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("download", help="download PASCAL VOC (official archives, MD5-checked, resumable)")
+    p.add_argument("name", choices=["voc2007", "voc2012"])
+    p.add_argument("--root", default="~/data", help="archives go and are extracted here (default ~/data)")
+    p.add_argument("--mirror", default=None, help="base URL tried before the official ones")
+    p.add_argument("--delete-archives", action="store_true", help="remove each .tar once extracted")
+    p.set_defaults(func=_cmd_download)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="rssd", description="SSD with Repulsion Loss.")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
-    for add in (_add_priors, _add_crowd_stats, _add_model_summary, _add_evaluate):
+    for add in (_add_priors, _add_crowd_stats, _add_synth, _add_download, _add_model_summary, _add_evaluate):
         add(sub)
     return parser
 

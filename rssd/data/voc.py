@@ -15,14 +15,19 @@ A VOCdevkit root looks like ``ROOT/VOC2007/{Annotations,ImageSets/Main,JPEGImage
 from __future__ import annotations
 
 import os
+import warnings
 import xml.etree.ElementTree as ET
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import defusedxml
 import defusedxml.ElementTree as DET
 import numpy as np
+from torch.utils.data import Dataset
+
+from rssd.data.common import DataWarning, Target, fix_boxes, load_image, make_target
 
 __all__ = [
     "VOC_CLASSES",
@@ -33,6 +38,9 @@ __all__ = [
     "load_voc_annotations",
     "voc_to_pixel_xyxy",
     "pixel_xyxy_to_voc",
+    "class_names_in",
+    "read_class_file",
+    "VOCDataset",
 ]
 
 #: The 20 PASCAL VOC object classes, in the devkit's order. Label ``i + 1`` is ``VOC_CLASSES[i]`` (0: background).
@@ -61,6 +69,8 @@ class VOCAnnotation:
         difficult: ``(G,)`` bool; a missing ``<difficult>`` element means not difficult.
         path: the XML file.
         filename: the ``<filename>`` element (``image_id + ".jpg"`` when absent).
+        visible: ``(G,)`` float visible fraction of each object when every object carries a ``<visible>`` element
+            (rssd's synthetic scenes do; VOC does not), else ``None``.
     """
 
     image_id: str
@@ -71,6 +81,7 @@ class VOCAnnotation:
     difficult: np.ndarray
     path: Path
     filename: str = field(default="")
+    visible: np.ndarray | None = field(default=None)
 
     def __len__(self) -> int:
         return len(self.names)
@@ -142,6 +153,7 @@ def read_voc_annotation(xml_path: str | os.PathLike) -> VOCAnnotation:
     boxes: list[tuple[float, float, float, float]] = []
     names: list[str] = []
     difficult: list[bool] = []
+    visible: list[float] = []
     for i, obj in enumerate(root.iter("object")):
         name = _text(obj.find("name"))
         if not name:
@@ -153,6 +165,12 @@ def read_voc_annotation(xml_path: str | os.PathLike) -> VOCAnnotation:
         names.append(name)
         boxes.append(box)  # type: ignore[arg-type]
         difficult.append(diff is not None and diff not in ("0", ""))
+        vis = _text(obj.find("visible"))
+        if vis is not None:
+            try:
+                visible.append(float(vis))
+            except ValueError:
+                raise VOCFormatError(f"{path}: object {i} <visible> is not a number: {vis!r}") from None
 
     image_id = path.stem
     return VOCAnnotation(
@@ -164,6 +182,7 @@ def read_voc_annotation(xml_path: str | os.PathLike) -> VOCAnnotation:
         difficult=np.asarray(difficult, dtype=bool).reshape(-1),
         path=path,
         filename=_text(root.find("filename")) or f"{image_id}.jpg",
+        visible=np.asarray(visible, dtype=np.float64) if names and len(visible) == len(names) else None,
     )
 
 
@@ -250,3 +269,183 @@ def pixel_xyxy_to_voc(boxes_xyxy: np.ndarray) -> np.ndarray:
 def class_names_in(annotations: Sequence[VOCAnnotation]) -> tuple[str, ...]:
     """The sorted set of class names used by ``annotations`` (for a custom VOC-layout dataset)."""
     return tuple(sorted({n for a in annotations for n in a.names}))
+
+
+def read_class_file(path: str | os.PathLike) -> tuple[str, ...]:
+    """Class names from a text file, one per line (blank lines and ``#`` comments skipped)."""
+    names = []
+    for line in Path(path).read_text().splitlines():
+        line = line.split("#", 1)[0].strip()
+        if line:
+            names.append(line)
+    if len(set(names)) != len(names):
+        raise VOCFormatError(f"{path}: duplicate class names")
+    return tuple(names)
+
+
+_IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".JPG", ".JPEG", ".PNG", ".bmp", ".webp")
+
+
+def _find_image(year_dir: Path, ann: VOCAnnotation) -> Path | None:
+    """``JPEGImages/<filename>`` when it exists, else ``JPEGImages/<image_id>`` + a known suffix."""
+    images = year_dir / "JPEGImages"
+    if ann.filename and Path(ann.filename).name == ann.filename and (images / ann.filename).is_file():
+        return images / ann.filename
+    for suffix in _IMAGE_SUFFIXES:
+        candidate = images / f"{ann.image_id}{suffix}"
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+class VOCDataset(Dataset):
+    """A VOC-layout detection dataset: PASCAL VOC 2007/2012/07+12, or any folder in VOC layout with its own classes.
+
+    Items are ``(image, target)`` as described in :mod:`rssd.data.common` (pixel XYXY boxes in rssd's convention,
+    labels ``1..C-1``, difficult flags, ``image_id``, ``orig_size``); ``transform(image, target)`` is applied when
+    given (see :mod:`rssd.data.transforms`: boxes then come out normalised to ``[0, 1]``).
+
+    Everything that can be checked without decoding images is checked at construction (a few seconds for 16k
+    files): unreadable XML and unknown class names raise an error naming the file; boxes outside the image are
+    clipped and boxes with no area dropped, each with a :class:`~rssd.data.common.DataWarning`; a missing image
+    raises ``FileNotFoundError`` naming it. Images with no objects (or only difficult ones when
+    ``keep_difficult=False``) are kept with empty targets (SSD learns background from them); pass
+    ``skip_empty=True`` to leave them out.
+
+    Args:
+        root: a ``VOCdevkit`` folder (with ``VOC2007/`` ...) or a single folder holding ``Annotations/``,
+            ``ImageSets/Main/`` and ``JPEGImages/`` (e.g. what ``rssd synth`` writes).
+        year: ``"2007"``, ``"2012"``, ``"07+12"`` or a sub-folder name; ignored when ``root`` is a single folder.
+        split: image set (``ImageSets/Main/<split>.txt``), or ``"all"`` for every ``Annotations/*.xml``.
+        classes: object class names (label ``i + 1`` is ``classes[i]``). ``None``: the 20 VOC classes for
+            ``VOC20xx`` folders, else ``classes.txt`` of the folder when present, else the sorted names found in the
+            annotations. When given explicitly, objects of other classes are left out (e.g. ``("person",)``).
+        keep_difficult: keep objects flagged difficult (their ``difficult`` flag is True in the target).
+        transform: ``callable(image, target) -> (image, target)``.
+        check_images: verify at construction that every image file exists.
+        skip_empty: leave out images without any (kept) object.
+        progress: tqdm bar while reading annotations.
+    """
+
+    def __init__(
+        self,
+        root: str | os.PathLike,
+        year: str | int = "2007",
+        split: str = "trainval",
+        *,
+        classes: Sequence[str] | None = None,
+        keep_difficult: bool = False,
+        transform: Callable[[Any, Target], tuple[Any, Target]] | None = None,
+        check_images: bool = True,
+        skip_empty: bool = False,
+        progress: bool = False,
+    ) -> None:
+        self.root = Path(root).expanduser()
+        single = (self.root / "Annotations").is_dir()
+        self.year_dirs = [self.root] if single else _year_dirs(self.root, year)
+        self.split = split
+        self.keep_difficult = keep_difficult
+        self.transform = transform
+
+        for year_dir in self.year_dirs:
+            if not (year_dir / "Annotations").is_dir():
+                raise FileNotFoundError(f"{year_dir / 'Annotations'}: not found (is {self.root} a VOC-layout folder?)")
+        entries: list[tuple[Path, Path]] = []  # (year_dir, xml path)
+        for year_dir in self.year_dirs:
+            if split == "all":
+                ids = sorted(p.stem for p in (year_dir / "Annotations").glob("*.xml"))
+            else:
+                ids = read_image_set(year_dir, split)
+            entries.extend((year_dir, year_dir / "Annotations" / f"{i}.xml") for i in ids)
+        items: Iterable[tuple[Path, Path]] = entries
+        if progress:
+            from tqdm.auto import tqdm
+
+            items = tqdm(entries, desc=f"annotations {split}", unit="file")
+        anns = [(yd, read_voc_annotation(p)) for yd, p in items]
+
+        explicit = classes is not None
+        if classes is None:
+            if all(d.name.startswith("VOC20") for d in self.year_dirs):
+                classes = VOC_CLASSES
+            elif (self.year_dirs[0] / "classes.txt").is_file():
+                classes = read_class_file(self.year_dirs[0] / "classes.txt")
+            else:
+                classes = class_names_in([a for _, a in anns])
+        self.classes: tuple[str, ...] = tuple(classes)
+        index = {name: i + 1 for i, name in enumerate(self.classes)}
+
+        self.annotations: list[VOCAnnotation] = []
+        self.image_paths: list[Path] = []
+        self._targets: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []  # boxes px, labels, difficult
+        missing: list[Path] = []
+        for year_dir, ann in anns:
+            unknown = sorted({n for n in ann.names if n not in index})
+            if unknown and not explicit:
+                raise VOCFormatError(f"{ann.path}: unknown class name(s) {unknown}; known: {list(self.classes)}")
+            boxes, keep = fix_boxes(voc_to_pixel_xyxy(ann.boxes), ann.width, ann.height, str(ann.path))
+            keep &= np.array([n in index for n in ann.names], dtype=bool)
+            if not keep_difficult:
+                keep &= ~ann.difficult
+            labels = np.array([index[n] for n, k in zip(ann.names, keep, strict=True) if k], dtype=np.int64)
+            if skip_empty and labels.size == 0:
+                continue
+            image_path = _find_image(year_dir, ann)
+            if image_path is None:
+                image_path = year_dir / "JPEGImages" / f"{ann.image_id}.jpg"
+                missing.append(image_path)
+            self.annotations.append(ann)
+            self.image_paths.append(image_path)
+            self._targets.append((boxes[keep], labels, ann.difficult[keep]))
+        if check_images and missing:
+            more = f" and {len(missing) - 3} more" if len(missing) > 3 else ""
+            raise FileNotFoundError(
+                f"{len(missing)} image(s) listed in {split!r} not found: "
+                + ", ".join(str(p) for p in missing[:3])
+                + more
+                + " (check_images=False defers the error to the first read)"
+            )
+
+    @property
+    def num_classes(self) -> int:
+        """Number of model classes including background: ``len(classes) + 1``."""
+        return len(self.classes) + 1
+
+    @property
+    def image_ids(self) -> list[str]:
+        return [a.image_id for a in self.annotations]
+
+    def __len__(self) -> int:
+        return len(self.annotations)
+
+    def target(self, index: int) -> Target:
+        """The target of item ``index`` without reading the image (sizes from the XML)."""
+        ann = self.annotations[index]
+        boxes, labels, difficult = self._targets[index]
+        return make_target(boxes, labels, difficult, ann.image_id, (ann.height, ann.width))
+
+    def __getitem__(self, index: int) -> tuple[Any, Target]:
+        ann = self.annotations[index]
+        image = load_image(self.image_paths[index])
+        h, w = image.shape[-2:]
+        boxes, labels, difficult = self._targets[index]
+        if (ann.width, ann.height) != (w, h):
+            if ann.width and ann.height:
+                warnings.warn(
+                    f"{ann.path}: <size> says {ann.width}x{ann.height} but {self.image_paths[index].name} is "
+                    f"{w}x{h}; using the image size",
+                    DataWarning,
+                    stacklevel=2,
+                )
+            boxes, keep = fix_boxes(boxes, w, h, str(ann.path))
+            boxes, labels, difficult = boxes[keep], labels[keep], difficult[keep]
+        target = make_target(boxes, labels, difficult, ann.image_id, (h, w))
+        if self.transform is not None:
+            return self.transform(image, target)
+        return image, target
+
+    def __repr__(self) -> str:
+        return (
+            f"VOCDataset(root={str(self.root)!r}, split={self.split!r}, images={len(self)}, "
+            f"classes={len(self.classes)}, keep_difficult={self.keep_difficult})"
+        )
