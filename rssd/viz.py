@@ -167,3 +167,79 @@ def repulsion_view(
             fontsize=9,
         )
     return out
+
+
+# ------------------------------------------------------------------------------------------------ dataset items
+__all__ += ["show_item", "show_items"]
+
+
+def show_item(
+    image: Tensor | np.ndarray,
+    target: dict,
+    classes: Sequence[str] | None = None,
+    ax: Axes | None = None,
+    *,
+    normalization: str | None = None,
+    crowd: bool = True,
+    title: str | None = None,
+    linewidth: float = 2.0,
+    show_labels: bool = True,
+) -> Axes:
+    """Draw a dataset item ``(image, target)`` (:mod:`rssd.data.common`) before or after a transform.
+
+    ``image`` is uint8 ``(3, H, W)``, or a normalised float model input when ``normalization`` names its preset
+    (``"caffe"``, ``"imagenet"``). Boxes are pixels when ``target["boxes"]`` is a ``tv_tensors.BoundingBoxes`` and
+    normalised ``[0, 1]`` otherwise. Colours follow the class; with ``crowd=True`` crowd objects (IoU > 0.1 with
+    another box of their class, :func:`rssd.data.crowd.crowd_mask`) are drawn solid and thick, the others
+    dashed; difficult objects are dotted. Labels print (``show_labels``) as class names when ``classes`` is given.
+    """
+    from torchvision import tv_tensors
+
+    from rssd.data.crowd import crowd_mask
+
+    if normalization is not None:
+        from rssd.data.transforms import NORMALIZATIONS
+
+        image = NORMALIZATIONS[normalization].denormalize(torch.as_tensor(image))
+    ax = show_image(image, ax, title)
+    arr = as_numpy_image(image)
+    h, w = arr.shape[:2]
+    boxes_t = target["boxes"]
+    pixels = isinstance(boxes_t, tv_tensors.BoundingBoxes)
+    boxes = np.asarray(torch.as_tensor(boxes_t).detach().cpu(), dtype=np.float64).reshape(-1, 4)
+    labels = np.asarray(torch.as_tensor(target["labels"]).cpu()).reshape(-1)
+    difficult = np.asarray(torch.as_tensor(target.get("difficult", torch.zeros(len(labels), dtype=torch.bool))))
+    in_crowd = crowd_mask(boxes, labels) if crowd else np.zeros(len(labels), bool)
+    scale = (1.0, 1.0) if pixels else (float(w), float(h))
+    for i in range(len(labels)):
+        style = ":" if difficult[i] else ("-" if in_crowd[i] or not crowd else "--")
+        lw = linewidth * (1.5 if in_crowd[i] else 1.0)
+        name = classes[labels[i] - 1] if classes is not None and 0 < labels[i] <= len(classes) else str(labels[i])
+        color = COLORS[int(labels[i]) % len(COLORS)]
+        texts = [name] if show_labels else None
+        draw_boxes(boxes[i : i + 1], ax, colors=color, texts=texts, scale=scale, linestyle=style, linewidth=lw)
+    ax.set_xlim(0, w)
+    ax.set_ylim(h, 0)
+    return ax
+
+
+def show_items(
+    items: Sequence[tuple],
+    classes: Sequence[str] | None = None,
+    ncols: int = 4,
+    size: float = 3.0,
+    titles: Sequence[str] | None = None,
+    **kwargs,
+) -> plt.Figure:
+    """A grid of :func:`show_item` pictures (``kwargs`` go to it); returns the figure."""
+    n = len(items)
+    nrows = max(1, -(-n // ncols))
+    fig, axes = plt.subplots(nrows, ncols, figsize=(size * ncols, size * nrows), squeeze=False)
+    for k, ax in enumerate(axes.flat):
+        if k < n:
+            image, target = items[k]
+            show_item(image, target, classes, ax, title=titles[k] if titles else None, **kwargs)
+        else:
+            ax.set_axis_off()
+    fig.tight_layout()
+    return fig
