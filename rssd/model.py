@@ -176,9 +176,6 @@ class _ConvStack(nn.Module):
             x = getattr(self, "bn" + name.removeprefix("conv"))(x)
         return F.relu(x, inplace=True)
 
-    def out_channels(self, name: str) -> int:
-        return getattr(self, name).out_channels
-
 
 class VGGBase(_ConvStack):
     """VGG16 with SSD's reduced fully connected layers: ``(N, 3, S, S) -> (conv4_3, conv7)`` feature maps.
@@ -226,7 +223,7 @@ class Extras(_ConvStack):
     def forward(self, x: Tensor) -> list[Tensor]:
         sources = []
         for name in self.source_names:
-            x = self._conv_relu(name.replace("_2", "_1"), x)
+            x = self._conv_relu(name.removesuffix("_2") + "_1", x)
             x = self._conv_relu(name, x)
             sources.append(x)
         return sources
