@@ -184,14 +184,16 @@ def show_item(
     title: str | None = None,
     linewidth: float = 2.0,
     show_labels: bool = True,
+    normalized: bool | None = None,
 ) -> Axes:
     """Draw a dataset item ``(image, target)`` (:mod:`rssd.data.common`) before or after a transform.
 
     ``image`` is uint8 ``(3, H, W)``, or a normalised float model input when ``normalization`` names its preset
-    (``"caffe"``, ``"imagenet"``). Boxes are pixels when ``target["boxes"]`` is a ``tv_tensors.BoundingBoxes`` and
-    normalised ``[0, 1]`` otherwise. Colours follow the class; with ``crowd=True`` crowd objects (IoU > 0.1 with
-    another box of their class, :func:`rssd.data.crowd.crowd_mask`) are drawn solid and thick, the others
-    dashed; difficult objects are dotted. Labels print (``show_labels``) as class names when ``classes`` is given.
+    (``"caffe"``, ``"imagenet"``). Boxes are pixels when ``target["boxes"]`` is a ``tv_tensors.BoundingBoxes`` or
+    reaches beyond 1.5, normalised ``[0, 1]`` otherwise (``normalized`` overrides the guess). Colours follow the
+    class; with ``crowd=True`` crowd objects (IoU > 0.1 with another box of their class,
+    :func:`rssd.data.crowd.crowd_mask`) are drawn solid and thick, the others dashed; difficult objects are
+    dotted. Labels print (``show_labels``) as class names when ``classes`` is given.
     """
     from torchvision import tv_tensors
 
@@ -205,8 +207,10 @@ def show_item(
     arr = as_numpy_image(image)
     h, w = arr.shape[:2]
     boxes_t = target["boxes"]
-    pixels = isinstance(boxes_t, tv_tensors.BoundingBoxes)
     boxes = np.asarray(torch.as_tensor(boxes_t).detach().cpu(), dtype=np.float64).reshape(-1, 4)
+    if normalized is None:
+        normalized = not isinstance(boxes_t, tv_tensors.BoundingBoxes) and not (boxes.size and boxes.max() > 1.5)
+    pixels = not normalized
     labels = np.asarray(torch.as_tensor(target["labels"]).cpu()).reshape(-1)
     difficult = np.asarray(torch.as_tensor(target.get("difficult", torch.zeros(len(labels), dtype=torch.bool))))
     in_crowd = crowd_mask(boxes, labels) if crowd else np.zeros(len(labels), bool)

@@ -34,6 +34,9 @@ def test_show_item_styles_and_scaling() -> None:
     ax = show_item(x, t, normalization="caffe", show_labels=False)
     np.testing.assert_allclose(_styles(ax)[2][1:], (50 * 40 / 100, 20 * 40 / 50, 10 * 40 / 100), rtol=1e-6)
     assert not ax.texts
+    # a plain tensor of pixel boxes (e.g. after indexing BoundingBoxes) is recognised as pixels
+    plain = {**target, "boxes": target["boxes"].as_subclass(torch.Tensor)}
+    np.testing.assert_allclose(_styles(show_item(image, plain))[2][1:], (50, 20, 10))
     fig = show_items([(image, target)] * 3, ncols=2)
     assert len(fig.axes) == 4
     plt.close("all")
