@@ -14,6 +14,9 @@ References, written here:
 The check: every method returns the same detections (labels, scores and boxes) for every image.
 Run: ``.venv/bin/python benchmarks/bench_detect.py [--repeats 5] [--threads 2]``. The methods are timed in turn,
 round after round, so that other processes' load falls on all of them; best and median of the rounds are shown.
+On a machine shared with other CPU-heavy processes, run it with ``OMP_WAIT_POLICY=PASSIVE`` (or ``--threads 1``):
+with the default policy, idle OpenMP workers spin and every small op waits for a core, which slows all methods
+down 10-25x and makes the timings meaningless.
 """
 
 from __future__ import annotations
