@@ -17,6 +17,7 @@ from rssd.data.synthetic import SyntheticCrowds
 from rssd.data.transforms import (
     NORMALIZATIONS,
     SSD_CROP_OPTIONS,
+    Normalization,
     PhotometricDistort,
     SSDEvalTransform,
     SSDRandomIoUCrop,
@@ -41,9 +42,14 @@ def test_caffe_normalization_hand_computed() -> None:
     image = torch.tensor([[[123]], [[117]], [[104]]], dtype=torch.uint8)  # RGB = the mean
     torch.testing.assert_close(norm(image), torch.zeros(3, 1, 1))
     red = torch.tensor([[[255]], [[0]], [[0]]], dtype=torch.uint8)
-    # BGR order: (0, 0, 255) - (104, 117, 123)
-    torch.testing.assert_close(norm(red), torch.tensor([[[-104.0]], [[-117.0]], [[132.0]]]))
-    assert norm.mean_rgb_uint8 == (123, 117, 104)
+    # RGB order (what ssd.pytorch's weights saw): (255, 0, 0) - (123, 117, 104)
+    torch.testing.assert_close(norm(red), torch.tensor([[[132.0]], [[-117.0]], [[-104.0]]]))
+    assert norm.mean_rgb_uint8 == (123, 117, 104) and norm.channels == "RGB"
+    # a BGR preset flips the channels before subtracting its (BGR-ordered) mean
+    bgr = Normalization("bgr", "BGR", (104.0, 117.0, 123.0), (1.0, 1.0, 1.0), 255.0)
+    torch.testing.assert_close(bgr(red), torch.tensor([[[-104.0]], [[-117.0]], [[132.0]]]))
+    assert bgr.mean_rgb_uint8 == (123, 117, 104)
+    assert torch.equal(bgr.denormalize(bgr(red)), red)
 
 
 def test_imagenet_normalization_hand_computed() -> None:

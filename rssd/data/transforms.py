@@ -105,10 +105,16 @@ class Normalization:
         return (y * (255.0 / self.scale)).round().clamp(0, 255).to(torch.uint8)
 
 
-#: Input normalisation presets. ``"caffe"``: ssd.pytorch / VGG16 reduced-fc weights (BGR, mean 104/117/123 on
-#: 0-255, no std), rssd's default. ``"imagenet"``: torchvision weights (RGB on 0-1, ImageNet mean and std).
+#: Input normalisation presets (a model's ``normalization`` names one; see :mod:`rssd.model`).
+#:
+#: * ``"caffe"`` (rssd's default): 0-255 pixels minus the per-colour mean B 104, G 117, R 123, no std, channels in
+#:   **RGB** order. That is what ssd.pytorch's published weights (``vgg16_reducedfc.pth``, its SSD checkpoints) saw:
+#:   it subtracts ``(104, 117, 123)`` from OpenCV's BGR image and then reverses the channels to RGB; torchvision's
+#:   ``VGG16_Weights.IMAGENET1K_FEATURES`` documents the same (RGB, mean ``(0.48235, 0.45882, 0.40784) * 255``).
+#:   (The original Caffe models took BGR; DEVELOPERS.md's first wording said BGR too.)
+#: * ``"imagenet"``: torchvision's other weights: RGB on 0-1, ImageNet mean and std.
 NORMALIZATIONS: dict[str, Normalization] = {
-    "caffe": Normalization("caffe", "BGR", (104.0, 117.0, 123.0), (1.0, 1.0, 1.0), 255.0),
+    "caffe": Normalization("caffe", "RGB", (123.0, 117.0, 104.0), (1.0, 1.0, 1.0), 255.0),
     "imagenet": Normalization("imagenet", "RGB", (0.485, 0.456, 0.406), (0.229, 0.224, 0.225), 1.0),
 }
 
