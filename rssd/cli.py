@@ -7,6 +7,7 @@ handler; handlers import what they need lazily so that ``rssd --help`` stays fas
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 
@@ -68,6 +69,97 @@ def _add_crowd_stats(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--iou", type=float, default=0.1, help="crowd IoU threshold, strict (default 0.1)")
     p.add_argument("--json", action="store_true", help="print one JSON object: images, objects, crowd_*")
     p.set_defaults(func=_cmd_crowd_stats)
+
+
+def _cmd_synth(args: argparse.Namespace) -> int:
+    import time
+
+    from rssd.data.crowd import crowd_stats
+    from rssd.data.synthetic import SynthConfig, write_synthetic_voc
+    from rssd.data.voc import load_voc_annotations
+
+    t0 = time.perf_counter()
+    out = write_synthetic_voc(
+        args.out, args.images, args.seed, config=SynthConfig(size=args.size), test_fraction=args.test_fraction,
+        workers=args.workers,
+    )  # fmt: skip
+    seconds = time.perf_counter() - t0
+    stats = crowd_stats(load_voc_annotations(out, split="all"))
+    print(f"wrote {args.images} images ({args.size}px, seed {args.seed}) to {out} in {seconds:.1f} s")
+    print(f"{stats.objects} objects, {stats.crowd_objects} in the crowd subset ({100 * stats.crowd_fraction:.1f} %)")
+    print(f"read it with --data synth:{out} (or vocfmt:{out}); splits: trainval, test, train, val, all")
+    return 0
+
+
+def _add_synth(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("synth", help="write synthetic crowd scenes in VOC layout")
+    p.add_argument("--out", required=True, help="output folder (Annotations/, JPEGImages/, ImageSets/Main/)")
+    p.add_argument("--images", type=int, default=2000, help="number of images, all splits (default 2000)")
+    p.add_argument("--seed", type=int, default=0, help="scene seed (default 0)")
+    p.add_argument("--size", type=int, default=300, help="image side in pixels (default 300)")
+    p.add_argument("--test-fraction", type=float, default=0.2, help="share of images in test (default 0.2)")
+    p.add_argument("--workers", type=int, default=1, help="processes (output does not depend on it)")
+    p.set_defaults(func=_cmd_synth)
+
+
+def _cmd_download(args: argparse.Namespace) -> int:
+    from rssd.data.download import DownloadError, download_voc
+
+    try:
+        path = download_voc(args.name, args.root, mirror=args.mirror, keep_archives=not args.delete_archives)
+    except DownloadError as e:
+        print(f"rssd download: {e}", file=sys.stderr)
+        return 1
+    print(f"done: {path} (use --data voc:{path}:07+12)")
+    return 0
+
+
+def _add_download(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("download", help="download PASCAL VOC (official archives, MD5-checked, resumable)")
+    p.add_argument("name", choices=["voc2007", "voc2012"])
+    p.add_argument("--root", default="~/data", help="archives go and are extracted here (default ~/data)")
+    p.add_argument("--mirror", default=None, help="base URL tried before the official ones")
+    p.add_argument("--delete-archives", action="store_true", help="remove each .tar once extracted")
+    p.set_defaults(func=_cmd_download)
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    from rssd.config import config_from_args
+    from rssd.train import NonFiniteLossError, fit
+
+    config = config_from_args(args)
+    rank = int(os.environ.get("RANK", "0"))
+    if rank == 0:
+        print(f"rssd train: {config.name} -> {config.run_dir}")
+    try:
+        result = fit(config, resume=args.resume, until=args.until, progress=not args.no_progress)
+    except NonFiniteLossError as exc:
+        print(f"rssd train: {exc}", file=sys.stderr)
+        return 1
+    except (FileNotFoundError, ValueError) as exc:
+        print(f"rssd train: {exc}", file=sys.stderr)
+        return 2
+    if rank == 0 and result.history:
+        last = result.history[-1]
+        terms = ", ".join(f"{k} {last[k]:.4f}" for k in ("loc", "conf", "rep_gt", "rep_box", "total"))
+        print(f"rssd train: iteration {result.iteration}: {terms}; checkpoint {result.checkpoint}")
+    return 0
+
+
+def _add_train(sub: argparse._SubParsersAction) -> None:
+    from rssd.config import add_config_arguments
+
+    p = sub.add_parser(
+        "train",
+        help="train an SSD (presets: ssd300-voc0712, ssd512-voc0712, ssd-cpu-synth)",
+        description="Train an SSD. Start from a preset (--config) and override any field. Several GPUs: "
+        "torchrun --nproc_per_node K -m rssd train ...",
+    )
+    add_config_arguments(p)
+    p.add_argument("--resume", metavar="CKPT", help="continue a run exactly from one of its checkpoints")
+    p.add_argument("--until", type=int, metavar="ITER", help="stop (with a checkpoint) after this iteration")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=_cmd_train)
 
 
 def _cmd_model_summary(args: argparse.Namespace) -> int:
@@ -158,63 +250,13 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_cmd_evaluate)
 
 
-def _cmd_synth(args: argparse.Namespace) -> int:
-    import time
-
-    from rssd.data.crowd import crowd_stats
-    from rssd.data.synthetic import SynthConfig, write_synthetic_voc
-    from rssd.data.voc import load_voc_annotations
-
-    t0 = time.perf_counter()
-    out = write_synthetic_voc(
-        args.out, args.images, args.seed, config=SynthConfig(size=args.size), test_fraction=args.test_fraction,
-        workers=args.workers,
-    )  # fmt: skip
-    seconds = time.perf_counter() - t0
-    stats = crowd_stats(load_voc_annotations(out, split="all"))
-    print(f"wrote {args.images} images ({args.size}px, seed {args.seed}) to {out} in {seconds:.1f} s")
-    print(f"{stats.objects} objects, {stats.crowd_objects} in the crowd subset ({100 * stats.crowd_fraction:.1f} %)")
-    print(f"read it with --data synth:{out} (or vocfmt:{out}); splits: trainval, test, train, val, all")
-    return 0
-
-
-def _add_synth(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("synth", help="write synthetic crowd scenes in VOC layout")
-    p.add_argument("--out", required=True, help="output folder (Annotations/, JPEGImages/, ImageSets/Main/)")
-    p.add_argument("--images", type=int, default=2000, help="number of images, all splits (default 2000)")
-    p.add_argument("--seed", type=int, default=0, help="scene seed (default 0)")
-    p.add_argument("--size", type=int, default=300, help="image side in pixels (default 300)")
-    p.add_argument("--test-fraction", type=float, default=0.2, help="share of images in test (default 0.2)")
-    p.add_argument("--workers", type=int, default=1, help="processes (output does not depend on it)")
-    p.set_defaults(func=_cmd_synth)
-
-
-def _cmd_download(args: argparse.Namespace) -> int:
-    from rssd.data.download import DownloadError, download_voc
-
-    try:
-        path = download_voc(args.name, args.root, mirror=args.mirror, keep_archives=not args.delete_archives)
-    except DownloadError as e:
-        print(f"rssd download: {e}", file=sys.stderr)
-        return 1
-    print(f"done: {path} (use --data voc:{path}:07+12)")
-    return 0
-
-
-def _add_download(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("download", help="download PASCAL VOC (official archives, MD5-checked, resumable)")
-    p.add_argument("name", choices=["voc2007", "voc2012"])
-    p.add_argument("--root", default="~/data", help="archives go and are extracted here (default ~/data)")
-    p.add_argument("--mirror", default=None, help="base URL tried before the official ones")
-    p.add_argument("--delete-archives", action="store_true", help="remove each .tar once extracted")
-    p.set_defaults(func=_cmd_download)
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="rssd", description="SSD with Repulsion Loss.")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
-    for add in (_add_priors, _add_crowd_stats, _add_synth, _add_download, _add_model_summary, _add_evaluate):
+    for add in (
+        _add_priors, _add_crowd_stats, _add_synth, _add_download, _add_train, _add_model_summary, _add_evaluate,
+    ):  # fmt: skip
         add(sub)
     return parser
 

@@ -15,7 +15,7 @@ from matplotlib.axes import Axes
 from matplotlib.patches import FancyArrow, Rectangle
 from torch import Tensor
 
-__all__ = ["as_numpy_image", "show_image", "draw_boxes", "repulsion_view", "COLORS"]
+__all__ = ["as_numpy_image", "show_image", "draw_boxes", "repulsion_view", "LossPlot", "COLORS"]
 
 #: A colour cycle that stays readable on photos.
 COLORS = ("#e6194b", "#3cb44b", "#4363d8", "#f58231", "#911eb4", "#42d4f4", "#f032e6", "#bfef45", "#469990")
@@ -167,6 +167,76 @@ def repulsion_view(
             fontsize=9,
         )
     return out
+
+
+class LossPlot:
+    """A live plot of the training loss terms, for :func:`rssd.train.fit`'s ``on_log`` callback.
+
+    In a notebook the figure updates in place (one output, redrawn at most every ``min_seconds``); elsewhere
+    nothing is shown, and ``path`` (if given) receives a PNG at every redraw. Call :meth:`show` at the end for a
+    final, complete figure.
+    """
+
+    TERMS = ("total", "loc", "conf", "rep_gt", "rep_box")
+
+    def __init__(self, path: str | None = None, min_seconds: float = 2.0, title: str = "training loss") -> None:
+        self.path, self.min_seconds, self.title = path, min_seconds, title
+        self._handle = None
+        self._last = 0.0
+        self.fig, self.axes = plt.subplots(1, 2, figsize=(11, 3.6))
+        plt.close(self.fig)  # shown through the display handle only
+
+    def _draw(self, history: Sequence[dict[str, float]]) -> None:
+        ax1, ax2 = self.axes
+        ax1.clear()
+        ax2.clear()
+        its = [row["iteration"] for row in history]
+        for term in self.TERMS:
+            values = [row[term] for row in history]
+            if any(v != 0 for v in values):
+                ax1.plot(its, values, label=term, lw=2 if term == "total" else 1)
+        ax1.set_yscale("log")
+        ax1.set_xlabel("iteration")
+        ax1.set_title(self.title)
+        ax1.legend(fontsize=8)
+        ax2.plot(its, [row["lr"] for row in history], color="gray")
+        ax2.set_xlabel("iteration")
+        ax2.set_ylabel("learning rate", color="gray")
+        speed = ax2.twinx()
+        speed.plot(its, [row["images_per_s"] for row in history], color="tab:green")
+        speed.set_ylabel("images/s", color="tab:green")
+        self.fig.tight_layout()
+
+    def __call__(self, history: Sequence[dict[str, float]], force: bool = False) -> None:
+        import time
+
+        now = time.monotonic()
+        if not history or (not force and now - self._last < self.min_seconds):
+            return
+        self._last = now
+        self._draw(history)
+        if self.path:
+            self.fig.savefig(self.path, dpi=80)
+        if _in_notebook():
+            from IPython.display import display
+
+            if self._handle is None:
+                self._handle = display(self.fig, display_id=True)
+            else:
+                self._handle.update(self.fig)
+
+    def show(self, history: Sequence[dict[str, float]]) -> None:
+        """Draw the complete history now (and update the live output)."""
+        self(history, force=True)
+
+
+def _in_notebook() -> bool:
+    try:
+        from IPython import get_ipython
+    except ImportError:
+        return False
+    shell = get_ipython()
+    return shell is not None and "IPKernelApp" in getattr(shell, "config", {})
 
 
 # ------------------------------------------------------------------------------------------------ dataset items
