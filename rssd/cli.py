@@ -184,13 +184,10 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     from rssd.data.voc import VOC_CLASSES, VOCFormatError, load_voc_annotations
     from rssd.evaluate import evaluate_voc, read_voc_results
 
-    if args.checkpoint is not None or args.data is not None:
-        # Model inference (run a checkpoint over --data, write the result files, score them) lands with training.
-        raise SystemExit(
-            "rssd evaluate: --checkpoint/--data (model inference) is not available yet: it is wired once training "
-            "and checkpoints land. For now write devkit result files (rssd.evaluate.write_voc_results) and pass "
-            "--results DIR."
-        )
+    if args.checkpoint is not None:
+        return _evaluate_checkpoint(args)
+    if args.data is not None:
+        raise SystemExit("rssd evaluate: --data goes with --checkpoint (a model to run over it)")
     if args.results is None or args.voc_root is None:
         raise SystemExit("rssd evaluate: --voc-root and --results are required")
     metric = args.metric or ("voc07" if str(args.year) in ("2007", "07") else "all-point")
@@ -218,6 +215,47 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _evaluate_checkpoint(args: argparse.Namespace) -> int:
+    """``rssd evaluate --checkpoint``: run the model over a dataset, write the devkit result files, score them."""
+    import json
+    from pathlib import Path
+
+    from rssd.data import make_dataset
+    from rssd.evaluate import evaluate_predictions, ground_truth_of, predict, write_voc_results
+    from rssd.train import load_model
+
+    try:
+        model, ckpt = load_model(args.checkpoint, args.device)
+        cfg = ckpt["config"]
+        spec = args.data or cfg["data"]
+        if spec == "auto":
+            from rssd.data import default_data_spec
+
+            spec = default_data_spec(args.split)
+        dataset = make_dataset(
+            spec, args.split, keep_difficult=True, num_images=cfg["synth_images"], seed=cfg["seed"], progress=True
+        )
+        if tuple(dataset.classes) != tuple(ckpt["classes"]):
+            raise ValueError(f"{spec} has classes {list(dataset.classes)}, the checkpoint {ckpt['classes']}")
+        predictions = predict(model, dataset, batch_size=args.batch_size)
+        metric = args.metric or ("all-point" if ":2012" in spec else "voc07")
+        result = evaluate_predictions(
+            predictions, ground_truth_of(dataset), metric=metric, subset=args.subset,
+            crowd_protocol=args.crowd_protocol, mr_class=args.mr_class,
+        )  # fmt: skip
+    except (FileNotFoundError, ValueError, KeyError) as e:
+        print(f"rssd evaluate: {e}", file=sys.stderr)
+        return 2
+    out = Path(args.out) if args.out else Path(args.checkpoint).parent / f"results-{args.split}"
+    write_voc_results(predictions.to_voc(), out, predictions.classes, prefix=args.prefix)
+    print(f"{args.checkpoint} on {spec} ({args.split}): {len(dataset)} images, {predictions.images_per_s:.1f} img/s")
+    print(result.table())
+    print(f"result files: {out}")
+    if args.json:
+        Path(args.json).write_text(json.dumps({**result.to_json(), "images_per_s": predictions.images_per_s}, indent=1))
+    return 0
+
+
 def _add_evaluate(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "evaluate",
@@ -232,10 +270,15 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
     files = p.add_argument_group("detections from result files")
     files.add_argument("--results", metavar="DIR", help="folder of <prefix><class>.txt files")
     files.add_argument("--prefix", default="comp4_det_test_", help="result file prefix (default comp4_det_test_)")
-    # Model inference: wired when training and checkpoints land (the handler refuses these until then).
-    model = p.add_argument_group("detections from a model (not available yet)")
-    model.add_argument("--checkpoint", metavar="CKPT", help="run this checkpoint over --data, then score")
-    model.add_argument("--data", metavar="SPEC", help="dataset spec for --checkpoint, e.g. voc:ROOT:07:test")
+    model = p.add_argument_group("detections from a model")
+    model.add_argument("--checkpoint", metavar="CKPT", help="run this rssd checkpoint over --data, then score")
+    model.add_argument(
+        "--data", metavar="SPEC",
+        help="dataset spec, e.g. voc:~/data/VOCdevkit:2007 (default: the checkpoint's training data); with --split",
+    )  # fmt: skip
+    model.add_argument("--batch-size", type=int, default=16, help="images per forward pass (default 16)")
+    model.add_argument("--device", default="auto", help="auto (CUDA when available), cpu, cuda:0 ...")
+    model.add_argument("--out", metavar="DIR", help="write the result files here (default: next to the checkpoint)")
     scoring = p.add_argument_group("scoring")
     scoring.add_argument(
         "--metric", choices=["voc07", "all-point"], help="11-point (default for 2007) or all-point (other years)"
@@ -250,12 +293,46 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_cmd_evaluate)
 
 
+def _cmd_detect(args: argparse.Namespace) -> int:
+    from rssd.detect import DetectConfig, detect_files
+    from rssd.train import load_model
+
+    try:
+        model, ckpt = load_model(args.checkpoint, args.device)
+        config = DetectConfig(score_threshold=args.score, nms_iou=args.nms_iou, max_detections=args.max_detections)
+        doc = detect_files(model, ckpt["classes"], args.inputs, args.out, config, batch_size=args.batch_size)
+    except (FileNotFoundError, ValueError) as e:
+        print(f"rssd detect: {e}", file=sys.stderr)
+        return 2
+    n_det = sum(len(i["detections"]) for i in doc["images"]) + sum(len(f) for v in doc["videos"] for f in v["frames"])
+    print(f"rssd detect: {len(doc['images'])} images, {len(doc['videos'])} videos, {n_det} detections -> {args.out}")
+    for err in doc["errors"]:
+        print(f"rssd detect: skipped {err}", file=sys.stderr)
+    return 1 if doc["errors"] else 0
+
+
+def _add_detect(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "detect", help="run a checkpoint on images, folders and videos; write annotated copies and a JSON",
+    )  # fmt: skip
+    p.add_argument("inputs", nargs="+", metavar="INPUT", help="image files, folders of images, video files")
+    p.add_argument("--checkpoint", required=True, metavar="CKPT", help="an rssd training checkpoint")
+    p.add_argument("--out", required=True, metavar="DIR", help="annotated images/videos and detections.json")
+    p.add_argument("--score", type=float, default=0.5, help="minimum class score (default 0.5)")
+    p.add_argument("--nms-iou", type=float, default=0.45, help="NMS IoU threshold (default 0.45)")
+    p.add_argument("--max-detections", type=int, default=200, help="per image or frame (default 200)")
+    p.add_argument("--batch-size", type=int, default=8, help="images or frames per forward pass (default 8)")
+    p.add_argument("--device", default="auto", help="auto (CUDA when available), cpu, cuda:0 ...")
+    p.set_defaults(func=_cmd_detect)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="rssd", description="SSD with Repulsion Loss.")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
     for add in (
         _add_priors, _add_crowd_stats, _add_synth, _add_download, _add_train, _add_model_summary, _add_evaluate,
+        _add_detect,
     ):  # fmt: skip
         add(sub)
     return parser

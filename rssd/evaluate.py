@@ -78,6 +78,10 @@ __all__ = [
     "format_table",
     "plot_pr_curves",
     "plot_miss_rate",
+    "Predictions",
+    "predict",
+    "ground_truth_of",
+    "evaluate_predictions",
 ]
 
 Metric = Literal["voc07", "all-point"]
@@ -849,3 +853,127 @@ def plot_miss_rate(curves: MissRate | Mapping[str, MissRate], ax: Axes | None = 
     ax.grid(alpha=0.3, which="both")
     ax.legend(fontsize="small", loc="lower left")
     return ax
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Running a model over a dataset
+
+
+@dataclass
+class Predictions:
+    """A model's detections over a dataset, in rssd pixels, with what scoring needs.
+
+    Attributes:
+        image_ids: one per image, in dataset order.
+        outputs: per image ``{"boxes" (D, 4), "scores" (D,), "labels" (D,)}`` (:func:`rssd.detect.detect`).
+        classes: the dataset's class names (label ``i + 1`` is ``classes[i]``).
+        seconds: wall time of the whole pass; ``images_per_s`` follows.
+    """
+
+    image_ids: list[str]
+    outputs: list[dict[str, Any]]
+    classes: tuple[str, ...]
+    seconds: float = 0.0
+
+    @property
+    def images_per_s(self) -> float:
+        return len(self.image_ids) / max(self.seconds, 1e-9)
+
+    def to_voc(self) -> dict[str, ClassDetections]:
+        """Per-class detections in the devkit's 1-based coordinates (:func:`detections_to_voc`)."""
+        return detections_to_voc(self.image_ids, self.outputs, self.classes)
+
+
+class _EvalItems:
+    """Dataset items for inference: the model input and the original size and id (the GT is read elsewhere)."""
+
+    def __init__(self, dataset: Any, transform: Any) -> None:
+        self.dataset, self.transform = dataset, transform
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, i: int) -> tuple[Any, str, tuple[int, int]]:
+        image, target = self.dataset[i]
+        x, _ = self.transform(image, target)
+        return x, str(target["image_id"]), tuple(int(v) for v in target["orig_size"])
+
+
+def _collate_eval(batch: list[tuple[Any, str, tuple[int, int]]]):
+    import torch
+
+    return torch.stack([b[0] for b in batch]), [b[1] for b in batch], [b[2] for b in batch]
+
+
+def predict(
+    model: Any,
+    dataset: Any,
+    *,
+    batch_size: int = 16,
+    config: Any = None,
+    workers: int = 0,
+    progress: bool = True,
+) -> Predictions:
+    """Run ``model`` over an *untransformed* dataset (``rssd.data`` items) and post-process the outputs.
+
+    Images are resized and normalised as the model expects (:class:`rssd.data.SSDEvalTransform` with the model's
+    size and input convention); detections come back in each image's original pixels.
+
+    Args:
+        model: an :class:`rssd.model.SSD` (put in eval mode here; its device is used).
+        dataset: items ``(image, target)`` with ``target["image_id"]`` and ``target["orig_size"]``.
+        batch_size, workers: of the DataLoader.
+        config: :class:`rssd.detect.DetectConfig` (default: the VOC protocol, score > 0.01).
+        progress: a tqdm bar over the images.
+    """
+    import torch
+    from torch.utils.data import DataLoader
+    from tqdm.auto import tqdm
+
+    from rssd.data import SSDEvalTransform
+    from rssd.detect import detect
+
+    model.eval()
+    device = next(model.parameters()).device
+    cuda = device.type == "cuda"
+    loader = DataLoader(
+        _EvalItems(dataset, SSDEvalTransform(model.image_size, model.normalization)), batch_size=batch_size,
+        num_workers=workers, collate_fn=_collate_eval, pin_memory=cuda,
+    )  # fmt: skip
+    priors = model.priors.to(device)
+    ids: list[str] = []
+    outputs: list[dict[str, Any]] = []
+    t0 = time.perf_counter()
+    with torch.inference_mode(), tqdm(total=len(dataset), desc="detect", unit="img", disable=not progress) as bar:
+        for images, batch_ids, sizes in loader:
+            images = images.to(device, non_blocking=True)
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cuda):
+                loc, conf = model(images)
+            dets = detect(loc.float(), conf.float(), priors, sizes, config)
+            outputs.extend({k: v.cpu() for k, v in d.items()} for d in dets)
+            ids.extend(batch_ids)
+            bar.update(len(batch_ids))
+    return Predictions(ids, outputs, tuple(dataset.classes), time.perf_counter() - t0)
+
+
+def ground_truth_of(dataset: Any) -> list[GroundTruthLike]:
+    """GT records of every image of a dataset, difficult objects included.
+
+    VOC-layout datasets give their parsed XML (the devkit's own coordinates); others (synthetic, COCO) give their
+    targets converted back to 1-based pixels (:func:`gt_from_targets`). Build the dataset with
+    ``keep_difficult=True`` so that difficult objects are ignored rather than counted as missing.
+    """
+    annotations = getattr(dataset, "annotations", None)
+    if annotations is not None:
+        return list(annotations)
+    targets = (dataset[i][1] for i in range(len(dataset)))
+    return gt_from_targets(targets, dataset.classes)
+
+
+def evaluate_predictions(
+    predictions: Predictions,
+    ground_truth: Sequence[GroundTruthLike],
+    **kwargs: Any,
+) -> VOCResult:
+    """Score :class:`Predictions` against GT records (``kwargs`` go to :func:`evaluate_voc`)."""
+    return evaluate_voc(ground_truth, predictions.to_voc(), predictions.classes, **kwargs)

@@ -1,0 +1,104 @@
+"""Running a checkpoint: predictions over a dataset, `rssd evaluate --checkpoint`, and `rssd detect` on files."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from rssd.cli import main
+from rssd.config import TrainConfig
+from rssd.data import SYNTH_CLASSES, make_dataset
+from rssd.evaluate import Predictions, evaluate_predictions, ground_truth_of, predict
+from rssd.model import build_ssd
+from rssd.train import CHECKPOINT_FORMAT, load_model, save_checkpoint
+
+SAMPLES = Path(__file__).resolve().parents[1] / "data" / "samples" / "VOCdevkit" / "VOC2007" / "JPEGImages"
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory) -> Path:
+    """An untrained ssd-cpu checkpoint for the synthetic classes (a real training run is tested in test_train)."""
+    torch.manual_seed(0)
+    model = build_ssd("ssd-cpu", len(SYNTH_CLASSES) + 1)
+    config = TrainConfig(name="untrained", model="ssd-cpu", data="synth", synth_images=10)
+    path = tmp_path_factory.mktemp("ckpt") / "last.pt"
+    save_checkpoint(path, {
+        "format": CHECKPOINT_FORMAT, "iteration": 0, "model": model.state_dict(), "model_name": "ssd-cpu",
+        "num_classes": len(SYNTH_CLASSES) + 1, "classes": list(SYNTH_CLASSES), "normalization": model.normalization,
+        "config": config.to_dict(),
+    })  # fmt: skip
+    return path
+
+
+def test_ground_truth_as_detections_scores_one() -> None:
+    """GT boxes fed back as detections (rssd pixels) must score AP 1: the pixel conventions round-trip."""
+    dataset = make_dataset("synth", "test", num_images=20, keep_difficult=True)
+    ids, outputs = [], []
+    for i in range(len(dataset)):
+        _, t = dataset[i]
+        keep = ~t["difficult"]
+        ids.append(t["image_id"])
+        outputs.append({"boxes": t["boxes"][keep], "scores": torch.ones(int(keep.sum())), "labels": t["labels"][keep]})
+    result = evaluate_predictions(Predictions(ids, outputs, tuple(dataset.classes)), ground_truth_of(dataset))
+    present = [v for v in result.ap.values() if v is not None]
+    assert present and all(v == pytest.approx(1.0) for v in present), result.ap
+
+
+def test_predict_runs_model_over_dataset(checkpoint: Path) -> None:
+    model, ckpt = load_model(checkpoint)
+    dataset = make_dataset("synth", "test", num_images=10, keep_difficult=True)
+    preds = predict(model, dataset, batch_size=2, progress=False)
+    assert preds.image_ids == [dataset[i][1]["image_id"] for i in range(len(dataset))]
+    for out in preds.outputs:
+        assert out["boxes"].shape[1] == 4 and len(out["scores"]) == len(out["labels"]) <= 200
+        assert (out["boxes"][:, 2:] <= 300 + 1e-3).all()  # pixels of the 300x300 synthetic images
+
+
+def test_evaluate_checkpoint_cli(checkpoint: Path, tmp_path: Path, capsys) -> None:
+    out_json = tmp_path / "result.json"
+    code = main(["evaluate", "--checkpoint", str(checkpoint), "--out", str(tmp_path / "res"), "--json", str(out_json),
+                 "--batch-size", "2"])  # fmt: skip
+    assert code == 0, capsys.readouterr().err
+    doc = json.loads(out_json.read_text())
+    assert set(doc["ap"]) == set(SYNTH_CLASSES) and "mAP" in doc
+    assert sorted(p.name for p in (tmp_path / "res").iterdir()) == sorted(
+        f"comp4_det_test_{c}.txt" for c in SYNTH_CLASSES
+    )
+    assert main(["evaluate", "--checkpoint", str(tmp_path / "missing.pt")]) == 2
+    assert "missing.pt does not exist" in capsys.readouterr().err
+
+
+def test_detect_cli_on_images_folder_and_video(checkpoint: Path, tmp_path: Path, capsys) -> None:
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    for name in ("003123.jpg", "000542.jpg"):
+        (inputs / name).write_bytes((SAMPLES / name).read_bytes())
+    (inputs / "broken.jpg").write_bytes(b"not a jpeg")
+    video = tmp_path / "clip.avi"
+    writer = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*"MJPG"), 5.0, (160, 120))
+    for k in range(3):
+        writer.write(np.full((120, 160, 3), 40 * k, np.uint8))
+    writer.release()
+    out = tmp_path / "out"
+    code = main(["detect", "--checkpoint", str(checkpoint), str(inputs), str(video), "--out", str(out),
+                 "--score", "0.05", "--batch-size", "2"])  # fmt: skip
+    assert code == 1, "an unreadable input is reported with a non-zero status"
+    assert "broken.jpg: cannot be read as an image" in capsys.readouterr().err
+    doc = json.loads((out / "detections.json").read_text())
+    assert [Path(i["file"]).name for i in doc["images"]] == ["000542.jpg", "003123.jpg"]
+    assert doc["images"][1]["width"] == 500 and doc["images"][1]["height"] == 375
+    for image in doc["images"]:
+        assert (out / Path(image["file"]).name).is_file()
+        for det in image["detections"]:
+            assert det["score"] > 0.05 and det["class"] in SYNTH_CLASSES
+    assert len(doc["videos"]) == 1 and len(doc["videos"][0]["frames"]) == 3
+    cap = cv2.VideoCapture(str(out / "clip.mp4"))
+    assert int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) == 3
+    cap.release()
+    assert main(["detect", "--checkpoint", str(checkpoint), str(tmp_path / "nope.jpg"), "--out", str(out)]) == 2
+    assert "nope.jpg: no such file or folder" in capsys.readouterr().err
