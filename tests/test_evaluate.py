@@ -570,6 +570,7 @@ def test_cli_evaluate_sample(test_data: Path, tmp_path: Path, capsys: pytest.Cap
     assert js["metric"] == "all-point" and js["subset"] == "crowd" and js["crowd_protocol"] == "ignore"
 
 
-def test_cli_checkpoint_mode_is_not_wired_yet(tmp_path: Path) -> None:
-    with pytest.raises(SystemExit, match="checkpoint"):
-        main(["evaluate", "--checkpoint", str(tmp_path / "x.pt"), "--data", "synth"])
+def test_cli_data_needs_a_checkpoint(tmp_path: Path) -> None:
+    # --checkpoint mode itself is tested in test_inference.py
+    with pytest.raises(SystemExit, match="--data goes with --checkpoint"):
+        main(["evaluate", "--data", "synth"])
