@@ -16,7 +16,9 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
-__all__ = ["TrainConfig", "PRESETS", "LOSSES", "get_config", "add_config_arguments", "config_from_args"]
+__all__ = [
+    "TrainConfig", "PRESETS", "LOSSES", "get_config", "auto_config", "add_config_arguments", "config_from_args",
+]  # fmt: skip
 
 #: Loss choices: plain SSD, SSD + RepGT, SSD + RepGT + RepBox.
 LOSSES = ("ssd", "repgt", "repgt+repbox")
@@ -134,6 +136,29 @@ def get_config(preset: str, **overrides: Any) -> TrainConfig:
     if preset not in PRESETS:
         raise KeyError(f"unknown config {preset!r}; presets: {', '.join(PRESETS)}")
     return dataclasses.replace(PRESETS[preset], **overrides)
+
+
+def auto_config(data: str = "auto", loss: str = "repgt", **overrides: Any) -> TrainConfig:
+    """The configuration the notebooks use: ``ssd300-voc0712`` on PASCAL VOC, ``ssd-cpu-synth`` on anything else.
+
+    ``data="auto"`` means VOC when found (``$RSSD_VOC_ROOT`` or ``~/data/VOCdevkit``), else the synthetic crowds.
+    The run is named ``<preset>-<loss>`` unless ``name`` is given, so that notebooks find each other's runs.
+    ``iterations`` given without ``warmup_iterations`` / ``checkpoint_every`` / ``log_every`` scales those too.
+    """
+    from rssd.data import default_data_spec
+
+    spec = default_data_spec() if data == "auto" else data
+    preset = "ssd300-voc0712" if spec.startswith("voc:") else "ssd-cpu-synth"
+    settings: dict[str, Any] = {"data": spec, "loss": loss, "name": f"{preset}-{loss}"}
+    if "iterations" in overrides:
+        n = int(overrides["iterations"])
+        base = PRESETS[preset]
+        settings.update(
+            warmup_iterations=min(base.warmup_iterations, n // 4), checkpoint_every=min(base.checkpoint_every, n),
+            log_every=min(base.log_every, max(1, n // 20)),
+        )  # fmt: skip
+    settings.update(overrides)
+    return get_config(preset, **settings)
 
 
 def _base_type(tp: Any) -> tuple[type, bool]:

@@ -82,6 +82,8 @@ __all__ = [
     "predict",
     "ground_truth_of",
     "evaluate_predictions",
+    "ERROR_KINDS",
+    "classify_detections",
 ]
 
 Metric = Literal["voc07", "all-point"]
@@ -977,3 +979,54 @@ def evaluate_predictions(
 ) -> VOCResult:
     """Score :class:`Predictions` against GT records (``kwargs`` go to :func:`evaluate_voc`)."""
     return evaluate_voc(ground_truth, predictions.to_voc(), predictions.classes, **kwargs)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Crowd error analysis
+
+#: What :func:`classify_detections` calls each detection.
+ERROR_KINDS = ("tp", "duplicate", "between", "poor-localisation", "background")
+
+
+def classify_detections(
+    det_boxes: Any, det_scores: Any, det_labels: Any, gt_boxes: Any, gt_labels: Any,
+    iou_threshold: float = 0.5, touch_iou: float = 0.1,
+) -> list[str]:  # fmt: skip
+    """Sort each detection of one image into the error kinds crowd detectors are judged on (Wang et al., Sec. 5).
+
+    Detections are taken by decreasing score; each looks at the GTs of its class:
+
+    * ``"tp"``: IoU ``>= iou_threshold`` with its best GT, which no better detection took;
+    * ``"duplicate"``: the same, but the GT was taken already (NMS left two boxes on one object);
+    * ``"between"``: a false positive touching (IoU ``>= touch_iou``) two or more GTs: the box that drifts
+      between neighbours, which Repulsion Loss targets;
+    * ``"poor-localisation"``: a false positive touching exactly one GT;
+    * ``"background"``: a false positive touching none.
+
+    Boxes in the same pixel coordinates (rssd's); plain IoU (this is an analysis, not the devkit's scoring).
+
+    Returns:
+        One kind per detection, in the input order.
+    """
+    import torch
+
+    from rssd.boxes import box_iou
+
+    det = torch.as_tensor(np.asarray(_numpy(det_boxes), np.float64).reshape(-1, 4))
+    gt = torch.as_tensor(np.asarray(_numpy(gt_boxes), np.float64).reshape(-1, 4))
+    det_l = np.asarray(_numpy(det_labels)).reshape(-1)
+    gt_l = np.asarray(_numpy(gt_labels)).reshape(-1)
+    iou = box_iou(det, gt).numpy() if len(det) and len(gt) else np.zeros((len(det), len(gt)))
+    iou = np.where(det_l[:, None] == gt_l[None, :], iou, 0.0)  # (D, G), other classes never count
+    kinds = ["background"] * len(det)
+    taken = np.zeros(len(gt), bool)
+    for d in np.argsort(-np.asarray(_numpy(det_scores), np.float64).reshape(-1), kind="stable"):
+        row = iou[d]
+        best = int(row.argmax()) if row.size else -1
+        if best >= 0 and row[best] >= iou_threshold:
+            kinds[d] = "duplicate" if taken[best] else "tp"
+            taken[best] = True
+        else:
+            touching = int((row >= touch_iou).sum())
+            kinds[d] = "between" if touching >= 2 else "poor-localisation" if touching == 1 else "background"
+    return kinds

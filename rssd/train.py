@@ -53,6 +53,7 @@ __all__ = [
     "load_model",
     "resolve_device",
     "build_train_dataset",
+    "load_or_fit",
 ]
 
 CHECKPOINT_FORMAT = "rssd-checkpoint-1"
@@ -520,6 +521,26 @@ class _Logger:
             self.file.close()
             if self.tb is not None:
                 self.tb.close()
+
+
+def load_or_fit(config: TrainConfig, device: str | torch.device = "cpu", **fit_kwargs: Any) -> tuple[SSD, dict]:
+    """The model of ``config``'s run: loaded from ``run_dir/last.pt`` when that run is complete, else trained now.
+
+    For notebooks that compare models: run notebook 06 (or ``rssd train``) once at full size, and later notebooks
+    reuse its checkpoints; on a fresh machine they train what is missing. Returns ``(model in eval mode,
+    checkpoint dict)``.
+    """
+    last = config.run_dir / "last.pt"
+    if last.is_file():
+        model, ckpt = load_model(last, device)
+        machinery = {"device", "workers", "out_dir", "checkpoint_every", "keep_checkpoints", "log_every"}
+        old = {k: v for k, v in ckpt["config"].items() if k not in machinery}
+        new = {k: v for k, v in config.to_dict().items() if k not in machinery}
+        if old == new and ckpt["iteration"] == config.iterations:
+            return model, ckpt
+        print(f"{last} is from another configuration or unfinished: training {config.name} again")
+    fit(config, **fit_kwargs)
+    return load_model(last, device)
 
 
 def history_from_csv(path: str | os.PathLike) -> list[dict[str, float]]:

@@ -15,7 +15,10 @@ from matplotlib.axes import Axes
 from matplotlib.patches import FancyArrow, Rectangle
 from torch import Tensor
 
-__all__ = ["as_numpy_image", "show_image", "draw_boxes", "repulsion_view", "LossPlot", "COLORS"]
+__all__ = [
+    "as_numpy_image", "show_image", "draw_boxes", "repulsion_view", "LossPlot", "ERROR_COLORS", "show_detection_errors",
+    "COLORS",
+]  # fmt: skip
 
 #: A colour cycle that stays readable on photos.
 COLORS = ("#e6194b", "#3cb44b", "#4363d8", "#f58231", "#911eb4", "#42d4f4", "#f032e6", "#bfef45", "#469990")
@@ -317,3 +320,42 @@ def show_items(
             ax.set_axis_off()
     fig.tight_layout()
     return fig
+
+
+#: Colours of :func:`rssd.evaluate.classify_detections`'s kinds in :func:`show_detection_errors`.
+ERROR_COLORS = {
+    "tp": "#3cb44b",
+    "duplicate": "#f58231",
+    "between": "#e6194b",
+    "poor-localisation": "#ffe119",
+    "background": "#f032e6",
+}
+
+
+def show_detection_errors(
+    image,
+    gt_boxes,
+    det: dict,
+    kinds: Sequence[str],
+    classes: Sequence[str] | None = None,
+    ax: Axes | None = None,
+    title: str | None = None,
+) -> dict[str, int]:
+    """Draw an image, its GT (white, dashed) and detections coloured by error kind; returns the kind counts.
+
+    ``det`` has ``boxes`` (pixels), ``scores`` and ``labels``; ``kinds`` comes from
+    :func:`rssd.evaluate.classify_detections`. False positives between objects are drawn thicker.
+    """
+    ax = show_image(image, ax)
+    draw_boxes(gt_boxes, ax, colors="white", linestyle="--", linewidth=1.2)
+    boxes = torch.as_tensor(det["boxes"]).reshape(-1, 4)
+    for i, kind in enumerate(kinds):
+        label = ""
+        if classes is not None and kind != "tp":
+            label = f"{kind} {float(det['scores'][i]):.2f}"
+        draw_boxes(boxes[i], ax, colors=ERROR_COLORS[kind], texts=[label] if label else None,
+                   linewidth=3.0 if kind == "between" else 1.8)  # fmt: skip
+    counts = {k: sum(1 for x in kinds if x == k) for k in ERROR_COLORS}
+    summary = ", ".join(f"{v} {k}" for k, v in counts.items() if v)
+    ax.set_title((title + "\n" if title else "") + (summary or "no detections"), fontsize=9)
+    return counts

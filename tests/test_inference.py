@@ -102,3 +102,21 @@ def test_detect_cli_on_images_folder_and_video(checkpoint: Path, tmp_path: Path,
     cap.release()
     assert main(["detect", "--checkpoint", str(checkpoint), str(tmp_path / "nope.jpg"), "--out", str(out)]) == 2
     assert "nope.jpg: no such file or folder" in capsys.readouterr().err
+
+
+def test_classify_detections_by_hand() -> None:
+    from rssd.evaluate import classify_detections
+
+    gt = [[0, 0, 10, 20], [8, 0, 18, 20]]  # two people side by side, overlapping by 2 px
+    dets = [
+        [0, 0, 10, 20],  # A itself -> tp
+        [1, 0, 11, 20],  # A again (IoU 0.82) -> duplicate
+        [4, 0, 14, 20],  # straddling A and B (IoU 0.43 with each) -> between
+        [50, 50, 60, 60],  # nothing there -> background
+        [0, 0, 10, 8],  # a part of A (IoU 0.4), B barely (0.06) -> poor-localisation
+        [0, 0, 10, 20],  # on A but of another class -> background
+    ]
+    kinds = classify_detections(dets, [0.9, 0.8, 0.7, 0.6, 0.5, 0.95], [1, 1, 1, 1, 1, 2], gt, [1, 1])
+    assert kinds == ["tp", "duplicate", "between", "background", "poor-localisation", "background"]
+    assert classify_detections([[0, 0, 1, 1]], [0.5], [1], [], []) == ["background"]
+    assert classify_detections([], [], [], gt, [1, 1]) == []
