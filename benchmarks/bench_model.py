@@ -3,7 +3,8 @@
 For every model: parameters, forward MACs per image (convolutions, counted exactly on the meta device) and, for
 the CPU-sized ones, training images/s = forward + RepulsionLoss + backward + SGD step on random images with random
 people-like targets (8 per image, 20-150 px tall in a 300 px frame), at batch 16 and 32, median of ``--repeat``
-steps. The candidates are the designs weighed for ``ssd-cpu``; the winner is registered in ``rssd.model``.
+steps, in the default (NCHW) and channels_last (NHWC) memory formats. The candidates are the designs weighed
+for ``ssd-cpu``; the winner is registered in ``rssd.model``.
 
     python benchmarks/bench_model.py [--repeat 5] [--batches 16 32] [--candidates]
 """
@@ -69,10 +70,13 @@ def random_targets(n: int, num_classes: int, gen: torch.Generator) -> list[dict[
     return targets
 
 
-def train_step_ms(model: SSD, batch: int, repeat: int) -> float:
+def train_step_ms(model: SSD, batch: int, repeat: int, channels_last: bool = False) -> float:
     """Median ms of one SGD training step (forward, loss, backward, update) at ``batch``."""
     gen = torch.Generator().manual_seed(0)
     images = torch.randn(batch, 3, model.image_size, model.image_size, generator=gen)
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    model.to(memory_format=fmt)
+    images = images.contiguous(memory_format=fmt)
     targets = random_targets(batch, model.num_classes, gen)
     loss_fn = RepulsionLoss(model.num_classes)
     opt = torch.optim.SGD(model.parameters(), lr=1e-4, momentum=0.9)
@@ -86,6 +90,10 @@ def train_step_ms(model: SSD, batch: int, repeat: int) -> float:
         opt.step()
 
     return timeit(step, repeat=repeat, warmup=1)
+
+
+def _column(batch: int, channels_last: bool) -> str:
+    return f"train img/s b{batch}" + (" NHWC" if channels_last else "")
 
 
 def main() -> None:
@@ -114,11 +122,13 @@ def main() -> None:
         }
         if timed:
             for b in args.batches:
-                ms = train_step_ms(model, b, args.repeat)
-                row[f"train img/s b{b}"] = f"{b / ms * 1e3:.1f}"
+                for cl in (False, True):
+                    ms = train_step_ms(model, b, args.repeat, channels_last=cl)
+                    row[_column(b, cl)] = f"{b / ms * 1e3:.1f}"
         rows.append(row)
         print(table([row], list(row)), flush=True)
-    columns = ["model", "input", "priors", "params (M)", "GMAC/img fwd"] + [f"train img/s b{b}" for b in args.batches]
+    columns = ["model", "input", "priors", "params (M)", "GMAC/img fwd"]
+    columns += [_column(b, cl) for b in args.batches for cl in (False, True)]
     print()
     print(table(rows, columns))
 

@@ -432,3 +432,15 @@ def test_model_summary_cli(capsys: pytest.CaptureFixture[str]) -> None:
     out = capsys.readouterr().out
     assert "parameters 26,285,486; forward 31.37 GMAC per image" in out
     assert "conv4_3   38x38      512          4    5776" in out and out.rstrip().endswith("8732")
+
+
+def test_channels_last_gives_the_same_outputs() -> None:
+    """channels_last (NHWC) is ~1.5x faster for ssd-cpu training on CPU; the flattening must not depend on it."""
+    model = build_ssd("ssd-cpu", 3).eval()
+    x = torch.randn(2, 3, 300, 300)
+    with torch.no_grad():
+        loc, conf = model(x)
+        model.to(memory_format=torch.channels_last)
+        loc_cl, conf_cl = model(x.contiguous(memory_format=torch.channels_last))
+    torch.testing.assert_close(loc_cl, loc, rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(conf_cl, conf, rtol=1e-4, atol=1e-4)
