@@ -65,7 +65,7 @@ class TrainConfig:
     # machinery
     device: str = "auto"  # "auto": CUDA when available
     amp: bool = True  # bf16 autocast on CUDA (CPU always runs float32)
-    channels_last: bool = True  # on CUDA
+    channels_last: bool = True  # NHWC activations (faster on CUDA and on CPU)
     workers: int = 2
     seed: int = 0
     out_dir: str = "runs"  # checkpoints go to OUT_DIR/NAME
