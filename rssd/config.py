@@ -17,11 +17,16 @@ from pathlib import Path
 from typing import Any
 
 __all__ = [
-    "TrainConfig", "PRESETS", "LOSSES", "get_config", "auto_config", "add_config_arguments", "config_from_args",
+    "TrainConfig", "PRESETS", "LOSSES", "AUGMENTATIONS", "get_config", "auto_config", "add_config_arguments",
+    "config_from_args",
 ]  # fmt: skip
 
 #: Loss choices: plain SSD, SSD + RepGT, SSD + RepGT + RepBox.
 LOSSES = ("ssd", "repgt", "repgt+repbox")
+
+#: Training augmentation choices: the full SSD recipe (photometric distortion, zoom out, IoU crop, flip); photometric
+#: distortion and flip only; flip only; none (resize and normalise).
+AUGMENTATIONS = ("ssd", "light", "flip", "none")
 
 
 @dataclass
@@ -42,7 +47,7 @@ class TrainConfig:
     keep_difficult: bool = False
     normalization: str | None = None  # None: the model's own convention
     weights: str | None = None  # pretrained weights: vgg16_reducedfc.pth, an ssd.pytorch or rssd checkpoint
-    augment: bool = True
+    augment: str = "ssd"  # one of AUGMENTATIONS (True/False from older configs mean "ssd"/"none")
     # optimisation
     iterations: int = 120_000
     batch_size: int = 32
@@ -74,6 +79,10 @@ class TrainConfig:
     log_every: int = 20
 
     def __post_init__(self) -> None:
+        if isinstance(self.augment, bool):
+            self.augment = "ssd" if self.augment else "none"
+        if self.augment not in AUGMENTATIONS:
+            raise ValueError(f"augment must be one of {', '.join(AUGMENTATIONS)}, got {self.augment!r}")
         if self.loss not in LOSSES:
             raise ValueError(f"loss must be one of {', '.join(LOSSES)}, got {self.loss!r}")
         if self.iterations < 1 or self.batch_size < 1:
@@ -203,7 +212,7 @@ def add_config_arguments(parser: argparse.ArgumentParser) -> None:
                 flag, action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS, help=f"(default {default})"
             )
         else:
-            choices = LOSSES if f.name == "loss" else None
+            choices = {"loss": LOSSES, "augment": AUGMENTATIONS}.get(f.name)
             shown = ",".join(f"{m:g}" for m in default) if isinstance(default, tuple) else default
             group.add_argument(
                 flag, type=_parser_for(tp, optional), default=argparse.SUPPRESS, choices=choices,

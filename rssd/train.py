@@ -48,6 +48,7 @@ __all__ = [
     "FitResult",
     "SampleStream",
     "fit",
+    "train_transform",
     "lr_factor",
     "save_checkpoint",
     "load_checkpoint",
@@ -282,7 +283,7 @@ def fit(
     stop = min(until or config.iterations, config.iterations)
 
     # Data, then the model (seeded: the same initial weights on every rank).
-    from rssd.data import SSDTrainTransform, collate
+    from rssd.data import collate
 
     base = dataset if dataset is not None else build_train_dataset(config)
     classes = tuple(base.classes)
@@ -300,11 +301,7 @@ def fit(
     if config.channels_last:
         model.to(memory_format=torch.channels_last)
     priors = model.priors.to(device)
-    transform = (
-        SSDTrainTransform(model.image_size, model.normalization)
-        if config.augment
-        else _eval_transform(model)
-    )
+    transform = train_transform(model, config.augment)
 
     optimizer = torch.optim.SGD(
         model.parameters(), lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay
@@ -458,6 +455,20 @@ def fit(
     last_ckpt = checkpoint(iteration, extra) or last_ckpt
     return FitResult(model=model, classes=classes, history=history, run_dir=run_dir, checkpoint=last_ckpt,
                      iteration=iteration)  # fmt: skip
+
+
+def train_transform(model: SSD, augment: str = "ssd"):
+    """The training transform of ``model`` for an :data:`rssd.config.AUGMENTATIONS` choice."""
+    from rssd.data import SSDTrainTransform
+
+    if augment == "none":
+        return _eval_transform(model)
+    steps = {
+        "ssd": {},
+        "light": {"expand": False, "crop": False},
+        "flip": {"photometric": False, "expand": False, "crop": False},
+    }[augment]
+    return SSDTrainTransform(model.image_size, model.normalization, **steps)
 
 
 def _eval_transform(model: SSD):

@@ -13,7 +13,16 @@ import torch
 
 from rssd.config import TrainConfig, add_config_arguments, config_from_args, get_config
 from rssd.losses import RepulsionLoss
-from rssd.train import NonFiniteLossError, SampleStream, fit, load_checkpoint, load_model, lr_factor, save_checkpoint
+from rssd.train import (
+    NonFiniteLossError,
+    SampleStream,
+    fit,
+    load_checkpoint,
+    load_model,
+    lr_factor,
+    save_checkpoint,
+    train_transform,
+)  # fmt: skip
 
 
 def tiny(tmp_path: Path, **overrides) -> TrainConfig:
@@ -54,6 +63,29 @@ def test_config_cli_overrides_every_field_type() -> None:
         TrainConfig(loss="repbox")
     with pytest.raises(ValueError, match="unknown config fields"):
         TrainConfig.from_dict({"lr": 1.0, "learning_rate": 2.0})
+
+
+def test_augment_choices_switch_the_named_steps() -> None:
+    from rssd.data import SSDEvalTransform
+    from rssd.model import build_ssd
+
+    model = build_ssd("ssd-cpu", 4)
+    steps = {}
+    for name in ("ssd", "light", "flip"):
+        t = train_transform(model, name)
+        steps[name] = tuple(getattr(t, k) is not None for k in ("photometric", "expand", "crop"))
+    assert steps == {"ssd": (True, True, True), "light": (True, False, False), "flip": (False, False, False)}
+    assert isinstance(train_transform(model, "none"), SSDEvalTransform)
+    # configs written before augment was a choice said True / False
+    assert TrainConfig.from_dict({"augment": True}).augment == "ssd"
+    assert TrainConfig.from_dict({"augment": False}).augment == "none"
+    with pytest.raises(ValueError, match="augment must be one of"):
+        TrainConfig(augment="heavy")
+    parser = argparse.ArgumentParser()
+    add_config_arguments(parser)
+    assert config_from_args(parser.parse_args(["--augment", "light"])).augment == "light"
+    with pytest.raises(SystemExit):
+        parser.parse_args(["--augment", "heavy"])
 
 
 def test_sample_stream_is_resumable_and_splits_ranks() -> None:
