@@ -28,7 +28,7 @@ check-notebooks: $(STAMP)
 	$(VENV)/bin/nbstripout --verify $(wildcard notebooks/*.ipynb)
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check rssd tests benchmarks notebooks
+	$(VENV)/bin/ruff check rssd tests benchmarks notebooks doc
 
 unit: $(STAMP)
 	$(PY) -m pytest tests/
