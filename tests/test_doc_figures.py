@@ -31,7 +31,7 @@ def test_make_figures_from_two_runs(tmp_path: Path, monkeypatch) -> None:
     argv = ["make_figures", "--ssd", str(runs["ssd"]), "--repgt", str(runs["repgt"]), "--out", str(out)]
     monkeypatch.setattr(sys, "argv", argv)
     module.main()
-    for name in ("training.png", "crowd_gallery.png"):
+    for name in ("training.png", "crowd_gallery.jpg"):
         image = mpimg.imread(out / name)
         assert image.shape[0] > 200 and image.shape[1] > 600, (name, image.shape)
     # a run folder without a checkpoint is named in the error
