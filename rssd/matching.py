@@ -179,9 +179,13 @@ def match(
     n_pri = priors_cxcywh.shape[0]
     priors_xyxy = cxcywh_to_xyxy(priors_cxcywh.float())
 
-    # Padding rows are all-zero boxes with IoU 0 everywhere; they come after the real GTs, so argmax never
-    # prefers them to a real overlap, and a prior whose best IoU is 0 is negative anyway.
-    iou = box_iou(gt_boxes.reshape(-1, 4), priors_xyxy).reshape(n_img, n_gt, n_pri)  # (N, G, P)
+    # Padding rows have IoU 0 everywhere; they come after the real GTs, so argmax never prefers them to a real
+    # overlap, and a prior whose best IoU is 0 is negative anyway. The IoU is computed for the real GTs only
+    # (batches of crowds pad to their largest image: about half the rows are padding).
+    real = valid.reshape(-1)
+    iou = priors_xyxy.new_zeros(n_img * n_gt, n_pri)
+    iou[real] = box_iou(gt_boxes.reshape(-1, 4)[real].to(iou.dtype), priors_xyxy)
+    iou = iou.reshape(n_img, n_gt, n_pri)  # (N, G, P)
 
     # Rule 3: every prior takes its best GT.
     matched_idx = iou.argmax(dim=1)  # (N, P); ties go to the lower GT index
