@@ -8,6 +8,8 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.rssd-installed
 # Open a browser only where there is a screen to show it on (a server gets the URL printed instead).
 BROWSER_FLAG := $(if $(or $(DISPLAY),$(WAYLAND_DISPLAY),$(filter Darwin,$(shell uname -s))),,--no-browser)
+# Jupyter refuses to run as root unless told to (containers, Binder-like images often run as root).
+ROOT_FLAG := $(if $(filter 0,$(shell id -u)),--allow-root)
 LAB_IP ?= 127.0.0.1
 LAB_PORT ?= 8888
 
@@ -22,7 +24,7 @@ $(STAMP): pyproject.toml
 
 lab: $(STAMP)
 	@echo "JupyterLab on notebooks/: open the http://$(LAB_IP):$(LAB_PORT)/lab?token=... URL printed below."
-	$(VENV)/bin/jupyter lab --notebook-dir=notebooks --ip=$(LAB_IP) --port=$(LAB_PORT) $(BROWSER_FLAG)
+	$(VENV)/bin/jupyter lab --notebook-dir=notebooks --ip=$(LAB_IP) --port=$(LAB_PORT) $(BROWSER_FLAG) $(ROOT_FLAG)
 
 check-notebooks: $(STAMP)
 	$(VENV)/bin/nbstripout --verify $(wildcard notebooks/*.ipynb)
