@@ -7,8 +7,9 @@ on objects of another class; tens of thousands in all.
 
 Timed separately: reading the 4952 XML files; writing and reading the ``comp4_det_test_<class>.txt`` files; scoring
 (matching + 11-point AP + MR^-2) on all objects and on the crowd subset under both protocols; and, in the same
-process, the reference: the devkit's ``VOCevaldet`` loop written plainly in Python (one detection at a time,
-its image's GTs one at a time). The check: every class's AP is the same (|diff| < 1e-12).
+process, the reference: the devkit's ``VOCevaldet`` loop written plainly in Python (one detection at a time, its
+image's GTs one at a time; ``devkit_reference`` of ``tests/test_evaluate.py``).
+The check: every class's AP is the same (|diff| < 1e-12).
 
 Run: ``.venv/bin/python benchmarks/bench_evaluate.py [--fp-per-image 8] [--repeats 3]``.
 """
@@ -22,13 +23,12 @@ import tempfile
 import time
 from pathlib import Path
 
+import _common  # noqa: F401  (puts the repository root on sys.path, for tests.test_evaluate)
 import numpy as np
 
 from rssd.data.voc import VOC_CLASSES, load_voc_annotations
 from rssd.evaluate import ClassDetections, crowd_subset, evaluate_voc, read_voc_results, write_voc_results
-
-#: MATLAB's 0:0.1:1 (the devkit's recall thresholds).
-RECALLS = [k * 0.1 for k in range(5)] + [0.5] + [1.0 - k * 0.1 for k in (4, 3, 2, 1, 0)]
+from tests.test_evaluate import devkit_reference
 
 
 def make_detections(records, rng: np.random.Generator, fp_per_image: int) -> dict[str, ClassDetections]:
@@ -57,61 +57,9 @@ def make_detections(records, rng: np.random.Generator, fp_per_image: int) -> dic
 
 
 def devkit_loop(records, detections: dict[str, ClassDetections]) -> dict[str, float | None]:
-    """VOCevaldet, one class at a time, one detection at a time, 11-point AP."""
-    aps: dict[str, float | None] = {}
-    for cls in VOC_CLASSES:
-        gt = {}
-        npos = 0
-        for r in records:
-            idx = [k for k, n in enumerate(r.names) if n == cls]
-            gt[r.image_id] = (
-                [r.boxes[k].tolist() for k in idx],
-                [bool(r.difficult[k]) for k in idx],
-                [False] * len(idx),
-            )
-            npos += sum(1 for k in idx if not r.difficult[k])
-        det = detections[cls]
-        ids, boxes = det.image_ids.tolist(), det.boxes.tolist()
-        order = sorted(range(len(ids)), key=lambda i: -det.scores[i])
-        tp, fp = [], []
-        for d in order:
-            bbs, diff, taken = gt[ids[d]]
-            bb = boxes[d]
-            ovmax, jmax = -math.inf, -1
-            for j, g in enumerate(bbs):
-                iw = min(bb[2], g[2]) - max(bb[0], g[0]) + 1.0
-                ih = min(bb[3], g[3]) - max(bb[1], g[1]) + 1.0
-                if iw > 0 and ih > 0:
-                    ua = (
-                        (bb[2] - bb[0] + 1.0) * (bb[3] - bb[1] + 1.0)
-                        + (g[2] - g[0] + 1.0) * (g[3] - g[1] + 1.0)
-                        - iw * ih
-                    )
-                    if iw * ih / ua > ovmax:
-                        ovmax, jmax = iw * ih / ua, j
-            t = f = 0
-            if ovmax >= 0.5:
-                if not diff[jmax]:
-                    if not taken[jmax]:
-                        t, taken[jmax] = 1, True
-                    else:
-                        f = 1
-            else:
-                f = 1
-            tp.append(t)
-            fp.append(f)
-        if npos == 0:
-            aps[cls] = None
-            continue
-        ctp, cfp = np.cumsum(tp), np.cumsum(fp)
-        rec = ctp / npos
-        prec = ctp / np.maximum(ctp + cfp, np.finfo(float).eps)
-        ap = 0.0
-        for t in RECALLS:
-            p = prec[rec >= t]
-            ap += (p.max() if p.size else 0.0) / 11
-        aps[cls] = ap
-    return aps
+    """VOCevaldet, one class at a time, one detection at a time, 11-point AP: the tests' reference."""
+    empty = ClassDetections(np.array([], dtype=str), np.zeros(0), np.zeros((0, 4)))
+    return {cls: devkit_reference(records, detections.get(cls, empty), cls)[0] for cls in VOC_CLASSES}
 
 
 def timed(fn, repeats: int):
