@@ -313,7 +313,7 @@ def detect_files(
     videos = [f for f in files if f.suffix.lower() in VIDEO_SUFFIXES]
     doc: dict[str, Any] = {"classes": list(classes), "score_threshold": cfg.score_threshold, "images": [],
                            "videos": [], "errors": []}  # fmt: skip
-    model.eval()
+    model.eval().to(memory_format=torch.channels_last)  # NHWC: faster convolutions on CPU and GPU
 
     with tqdm(total=len(images), desc="images", unit="img", disable=not progress or not images) as bar:
         for start in range(0, len(images), batch_size):

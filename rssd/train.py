@@ -10,9 +10,9 @@ What it guarantees:
 * **Nothing lost on a crash.** Checkpoints are written atomically (temporary file, then rename) every
   ``checkpoint_every`` iterations and at the end; a non-finite loss or Ctrl-C saves the last good state and
   stops with a message naming the iteration and the term (:class:`NonFiniteLossError`).
-* **Speed where it helps.** channels_last everywhere (NHWC convolutions are faster on CPU too); on CUDA: bf16
-  autocast, pinned memory and non-blocking copies; on
-  CPU: float32. Several GPUs: ``torchrun --nproc_per_node K -m rssd train ...`` (DistributedDataParallel).
+* **Speed where it helps.** channels_last everywhere (NHWC convolutions are faster on CPU too); on CUDA, bf16
+  autocast, pinned memory and non-blocking copies; on CPU, float32. Several GPUs: ``torchrun --nproc_per_node K
+  -m rssd train ...`` (DistributedDataParallel).
 * **Visibility.** A tqdm progress bar with the loss terms and images/s, a CSV log always, TensorBoard when
   installed, and an ``on_log`` callback (notebooks pass :class:`rssd.viz.LossPlot` for a live plot).
 """

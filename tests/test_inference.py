@@ -57,6 +57,28 @@ def test_predict_runs_model_over_dataset(checkpoint: Path) -> None:
     for out in preds.outputs:
         assert out["boxes"].shape[1] == 4 and len(out["scores"]) == len(out["labels"]) <= 200
         assert (out["boxes"][:, 2:] <= 300 + 1e-3).all()  # pixels of the 300x300 synthetic images
+    # predict runs the model in channels_last: the same detections as a plain NCHW forward + detect
+    from rssd.data import SSDEvalTransform
+    from rssd.detect import detect
+
+    plain, _ = load_model(checkpoint)
+    tf = SSDEvalTransform(plain.image_size, plain.normalization)
+    items = [dataset[i] for i in range(len(dataset))]
+    x = torch.stack([tf(*item)[0] for item in items]).contiguous()
+    with torch.no_grad():
+        loc, conf = plain(x)
+    expected = detect(loc, conf, plain.priors, [item[1]["orig_size"] for item in items])
+    # (an untrained model has many near-ties in NMS, so a rounding difference may flip a few: count the matches)
+    from torchvision.ops import box_iou
+
+    matched = total = 0
+    for got, want in zip(preds.outputs, expected, strict=True):
+        total += len(want["scores"])
+        if len(got["scores"]) and len(want["scores"]):
+            same = (box_iou(want["boxes"], got["boxes"]) > 0.999) & (want["labels"][:, None] == got["labels"][None])
+            same &= (want["scores"][:, None] - got["scores"][None]).abs() < 1e-4
+            matched += int(same.any(dim=1).sum())
+    assert total > 0 and matched >= 0.95 * total, (matched, total)
 
 
 def test_evaluate_checkpoint_cli(checkpoint: Path, tmp_path: Path, capsys) -> None:
