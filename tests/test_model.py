@@ -41,6 +41,12 @@ EXTRAS_300 = [(1024, 256, 1, 1, 0), (256, 512, 3, 2, 1), (512, 128, 1, 1, 0), (1
               (256, 128, 1, 1, 0), (128, 256, 3, 1, 0), (256, 128, 1, 1, 0), (128, 256, 3, 1, 0)]  # fmt: skip
 SOURCE_CHANNELS_300 = [512, 1024, 512, 256, 256, 256]
 BOXES_300 = [4, 6, 6, 6, 4, 4]
+# SSD512 (Caffe SSD's deploy.prototxt, as ssd.pytorch-style forks number it): a fifth stride-2 pair, a 4x4 last conv.
+EXTRAS_512 = [(1024, 256, 1, 1, 0), (256, 512, 3, 2, 1), (512, 128, 1, 1, 0), (128, 256, 3, 2, 1),
+              (256, 128, 1, 1, 0), (128, 256, 3, 2, 1), (256, 128, 1, 1, 0), (128, 256, 3, 2, 1),
+              (256, 128, 1, 1, 0), (128, 256, 4, 1, 1)]  # fmt: skip
+SOURCE_CHANNELS_512 = [512, 1024, 512, 256, 256, 256, 256]
+BOXES_512 = [4, 6, 6, 6, 6, 4, 4]
 
 
 def vgg_layers() -> list[tuple]:
@@ -63,17 +69,20 @@ def _rand_conv(gen: torch.Generator, c_out: int, c_in: int, k: int) -> tuple[Ten
     return w, torch.randn(c_out, generator=gen) * 0.1
 
 
-def ssd_pytorch_state(num_classes: int = 21, seed: int = 0) -> dict[str, Tensor]:
-    """A full ssd.pytorch SSD300 state dict: exact keys and shapes, random values."""
+def ssd_pytorch_state(num_classes: int = 21, seed: int = 0, size: int = 300) -> dict[str, Tensor]:
+    """A full ssd.pytorch SSD300 (or SSD512) state dict: exact keys and shapes, random values."""
+    extras, sources, boxes = {
+        300: (EXTRAS_300, SOURCE_CHANNELS_300, BOXES_300), 512: (EXTRAS_512, SOURCE_CHANNELS_512, BOXES_512)
+    }[size]  # fmt: skip
     gen = torch.Generator().manual_seed(seed)
     state: dict[str, Tensor] = {}
     for i, layer in enumerate(vgg_layers()):
         if layer[0] == "conv":
             state[f"vgg.{i}.weight"], state[f"vgg.{i}.bias"] = _rand_conv(gen, layer[2], layer[1], layer[3])
     state["L2Norm.weight"] = 20.0 + torch.randn(512, generator=gen)
-    for i, (c_in, c_out, k, _, _) in enumerate(EXTRAS_300):
+    for i, (c_in, c_out, k, _, _) in enumerate(extras):
         state[f"extras.{i}.weight"], state[f"extras.{i}.bias"] = _rand_conv(gen, c_out, c_in, k)
-    for i, (c, a) in enumerate(zip(SOURCE_CHANNELS_300, BOXES_300, strict=True)):
+    for i, (c, a) in enumerate(zip(sources, boxes, strict=True)):
         state[f"loc.{i}.weight"], state[f"loc.{i}.bias"] = _rand_conv(gen, a * 4, c, 3)
         state[f"conf.{i}.weight"], state[f"conf.{i}.bias"] = _rand_conv(gen, a * num_classes, c, 3)
     return state
@@ -326,6 +335,26 @@ def _torchvision_vgg16_state() -> dict[str, Tensor]:
         k: torch.randn(s, generator=gen) if k.startswith("features.") else torch.full((1,), math.nan).expand(s)
         for k, s in shapes.items()
     }
+
+
+def test_ssd512_state_dict_maps_every_key(tmp_path: Path) -> None:
+    """An SSD512 state dict in ssd.pytorch's naming fills every rssd tensor, each from the key of its layer."""
+    state = ssd_pytorch_state(21, seed=3, size=512)
+    path = tmp_path / "ssd512_voc.pth"
+    torch.save(state, path)
+    model = build_ssd("ssd512", 21)
+    load_ssd_pytorch(model, path)
+    assert torch.equal(model.extras.conv12_2.weight, state["extras.9.weight"])  # the 4x4 conv
+    assert torch.equal(model.extras.conv8_1.weight, state["extras.0.weight"])
+    assert torch.equal(model.loc.conv12_2.weight, state["loc.6.weight"])
+    assert torch.equal(model.conf.conv4_3.weight, state["conf.0.weight"])
+    # every parameter came from the file: the sums agree tensor by tensor, as a set
+    ours = sorted(round(float(t.double().sum()), 6) for t in model.state_dict().values() if t.is_floating_point())
+    theirs = sorted(round(float(t.double().sum()), 6) for t in state.values())
+    assert ours == theirs
+    with torch.no_grad():
+        loc, conf = model.eval()(torch.randn(1, 3, 512, 512))
+    assert loc.shape == (1, 24564, 4) and conf.shape == (1, 24564, 21)
 
 
 def test_torchvision_vgg16_key_mapping(tmp_path: Path) -> None:
