@@ -22,7 +22,7 @@ from rssd.train import (
     lr_factor,
     save_checkpoint,
     train_transform,
-)  # fmt: skip
+)
 
 
 def tiny(tmp_path: Path, **overrides) -> TrainConfig:
@@ -73,8 +73,10 @@ def test_augment_choices_switch_the_named_steps() -> None:
     steps = {}
     for name in ("ssd", "light", "flip"):
         t = train_transform(model, name)
-        steps[name] = tuple(getattr(t, k) is not None for k in ("photometric", "expand", "crop"))
-    assert steps == {"ssd": (True, True, True), "light": (True, False, False), "flip": (False, False, False)}
+        steps[name] = tuple(getattr(t, k) is not None for k in ("photometric", "expand", "crop", "flip"))
+    assert steps == {
+        "ssd": (True, True, True, True), "light": (True, False, False, True), "flip": (False, False, False, True),
+    }  # fmt: skip
     assert isinstance(train_transform(model, "none"), SSDEvalTransform)
     # configs written before augment was a choice said True / False
     assert TrainConfig.from_dict({"augment": True}).augment == "ssd"
