@@ -4,12 +4,12 @@ Rows, timed in the same process:
 
 * ``model step``: forward + RepulsionLoss + backward + SGD on a batch already in memory (random images,
   people-like targets): the ceiling of the loop.
-* ``fit, workers=W``: ``rssd.train.fit`` on the synthetic crowds (rendering, SSD augmentation, collation, the
-  step, logging): images/s from its log, warm-up window excluded. The ratio to the model step is the loop's
-  efficiency.
+* ``fit, workers=W``: ``rssd.train.fit`` with the ``ssd-cpu-synth`` preset (rendering, its augmentation,
+  collation, the step, logging): images/s from its log, warm-up window excluded. The ratio to the model step is
+  the loop's efficiency.
 * The model step in float32 NCHW and channels_last (what ``fit`` uses), and on CUDA in bf16 autocast +
-  channels_last, with the achieved TFLOP/s
-  (3 x forward MACs x 2 per training image) and its fraction of ``--peak-tflops`` (H100 SXM bf16 dense: ~989).
+  channels_last, with the achieved TFLOP/s (3 x forward MACs x 2 per training image) and its fraction of
+  ``--peak-tflops`` (H100 SXM bf16 dense: ~989).
 
     python benchmarks/bench_train.py [--model ssd-cpu] [--batch 16] [--steps 12] [--device cpu|cuda]
 """

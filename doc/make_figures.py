@@ -51,17 +51,16 @@ def training_figure(runs: dict[str, Path], out: Path) -> None:
 
 
 def gallery_figure(runs: dict[str, Path], out: Path, scenes: int = 3, score: float = 0.5) -> None:
-    models = {label: load_model(run / "last.pt")[0] for label, run in runs.items()}
-    ckpt_cfg = torch.load(next(iter(runs.values())) / "last.pt", weights_only=True, map_location="cpu")["config"]
+    loaded = {label: load_model(run / "last.pt") for label, run in runs.items()}
+    models = {label: model for label, (model, _) in loaded.items()}
+    ckpt_cfg = next(iter(loaded.values()))[1]["config"]  # both runs share data and seed
     dataset = make_dataset(
         ckpt_cfg["data"], ckpt_cfg["test_split"], keep_difficult=True, num_images=ckpt_cfg["synth_images"],
         seed=ckpt_cfg["seed"],
     )  # fmt: skip
     # The test scenes with the most crowd objects.
-    counts = []
-    for i in range(len(dataset)):
-        target = dataset[i][1]
-        counts.append(int(crowd_mask(target["boxes"], target["labels"]).sum()))
+    items = [dataset[i] for i in range(len(dataset))]
+    counts = [int(crowd_mask(t["boxes"], t["labels"]).sum()) for _, t in items]
     chosen = sorted(range(len(dataset)), key=lambda i: -counts[i])[:scenes]
     subset = torch.utils.data.Subset(dataset, chosen)
     subset.classes = dataset.classes
@@ -69,7 +68,7 @@ def gallery_figure(runs: dict[str, Path], out: Path, scenes: int = 3, score: flo
     for row, (label, model) in enumerate(models.items()):
         preds = predict(model, subset, config=DetectConfig(score_threshold=score), progress=False)
         for col, (i, det) in enumerate(zip(chosen, preds.outputs, strict=True)):
-            image, target = dataset[i]
+            image, target = items[i]
             kinds = classify_detections(det["boxes"], det["scores"], det["labels"], target["boxes"], target["labels"])
             show_detection_errors(image, target["boxes"], det, kinds, dataset.classes, ax=axes[row, col], title=label)
     fig.savefig(out, dpi=80, pil_kwargs={"quality": 85})
