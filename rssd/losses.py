@@ -120,25 +120,32 @@ def rep_box_loss(
     return total, count
 
 
-def seed_rep_targets(pred_xyxy: Tensor, image: Tensor, gt_boxes: Tensor, gt_valid: Tensor) -> Tensor:
+def seed_rep_targets(
+    pred_xyxy: Tensor, image: Tensor, matched_idx: Tensor, gt_boxes: Tensor, gt_valid: Tensor
+) -> Tensor:
     """The original SSD Repulsion fork's repulsion targets (for ``seed_compat``; do not train with this).
 
-    Our reading of that fork: for each positive, take the IoU of its *predicted* box with every GT of the image
-    (any class), zero the largest, and take the arg-max of what is left. With a single GT, every IoU is then 0
-    and the arg-max is the GT itself: the prediction is repelled from its own target.
+    The fork's rule, exactly: for each positive, the IoU of every GT of its image (any class) with the positive's
+    *predicted* box; the entry of the positive's *matched* GT (matched by prior IoU, as usual) set to -1; the
+    repulsion target is the arg-max of that row. With a single GT the row is ``[-1]`` and the arg-max is the
+    matched GT itself: the prediction is repelled from its own target. (rssd's rule, in :mod:`rssd.matching`,
+    ranks the other GTs by IoU with the *prior*, within the class, and gives no target when none overlaps.)
 
     Args:
-        pred_xyxy: ``(K, 4)`` decoded predictions of the positives; ``image``: ``(K,)`` their images.
-        gt_boxes: ``(N, G, 4)`` padded GTs; ``gt_valid``: ``(N, G)``.
+        pred_xyxy: ``(K, 4)`` decoded predictions of the positives (only read, never differentiated through).
+        image: ``(K,)`` the image of each positive.
+        matched_idx: ``(K,)`` the GT each positive is matched to (``Matches.matched_idx`` at the positives).
+        gt_boxes: ``(N, G, 4)`` padded GTs, normalised ``xyxy``.
+        gt_valid: ``(N, G)`` bool, False on padding rows (which are never chosen).
 
     Returns:
-        ``(K, 4)`` the repulsion box of every positive (each positive has one).
+        ``(K,)`` long, the index (into ``G``) of every positive's repulsion GT; each positive has one. Ties go to the
+        lowest index, as ``argmax`` gives them.
     """
     iou = paired_iou(gt_boxes[image], pred_xyxy.detach()[:, None, :])  # (K, G)
-    iou = iou.masked_fill(~gt_valid[image], 0.0)
-    best = iou.argmax(dim=1, keepdim=True)
-    second = iou.scatter(1, best, 0.0).argmax(dim=1)  # (K,); the first index among ties, as argmax does
-    return gt_boxes[image, second]
+    iou = iou.masked_fill(~gt_valid[image], float("-inf"))  # padding: below the matched GT's -1
+    iou = iou.scatter(1, matched_idx[:, None], -1.0)
+    return iou.argmax(dim=1)
 
 
 class RepulsionLoss(nn.Module):
@@ -154,9 +161,10 @@ class RepulsionLoss(nn.Module):
         neg_pos_ratio: hard negatives per positive (3).
         iou_threshold: matching threshold (0.5).
         variances: box coder variances (0.1, 0.2).
-        seed_compat: reproduce the original fork's RepGT for comparison: ``G_rep`` chosen by IoU with the
-            predicted box over any class (:func:`seed_rep_targets`), sigma 0, weight 1, self-repulsion on
-            single-GT images. Overrides ``alpha``, ``sigma_gt`` and ``same_class``; RepBox is off unless ``beta``.
+        seed_compat: reproduce the original fork's RepGT for comparison: ``G_rep`` is the GT, any class, of
+            largest IoU with the *predicted* box once the matched GT's entry is set to -1 (:func:`seed_rep_targets`;
+            on single-GT images the matched GT itself), plain sum of IoG (sigma 0), weight 1, divided by the number
+            of positives. Overrides ``alpha``, ``sigma_gt`` and ``same_class``; RepBox is off unless ``beta``.
 
     Call: ``loss(loc (N, P, 4), conf (N, P, C), priors (P, 4) cxcywh, targets)`` with ``targets`` a list of
     ``{"boxes": (G, 4) xyxy in [0, 1], "labels": (G,) in 1..C-1}``. Returns a dict of scalar tensors
@@ -240,7 +248,9 @@ class RepulsionLoss(nn.Module):
             pred_pos = decode(loc_pos, priors[pos_pri], self.variances)  # (K, 4): gradients reach `loc`
             if self.alpha:
                 if self.seed_compat:
-                    rep_boxes = seed_rep_targets(pred_pos, pos_img, m.targets.boxes, m.targets.valid)
+                    matched = m.matched_idx[pos_img, pos_pri]
+                    rep_idx = seed_rep_targets(pred_pos, pos_img, matched, m.targets.boxes, m.targets.valid)
+                    rep_boxes = m.targets.boxes[pos_img, rep_idx]
                     has_rep = torch.ones_like(pos_img, dtype=torch.bool)
                 else:
                     rep_boxes = m.rep_boxes[pos_img, pos_pri]
