@@ -12,13 +12,14 @@ import dataclasses
 import json
 import types
 import typing
+import warnings
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
 __all__ = [
-    "TrainConfig", "PRESETS", "LOSSES", "AUGMENTATIONS", "get_config", "auto_config", "add_config_arguments",
-    "config_from_args",
+    "TrainConfig", "PRESETS", "LOSSES", "AUGMENTATIONS", "get_config", "run_name", "auto_config",
+    "add_config_arguments", "config_from_args", "expected_fit_seconds", "CPUFallbackWarning",
 ]  # fmt: skip
 
 #: Loss choices: plain SSD, SSD + RepGT, SSD + RepGT + RepBox.
@@ -148,18 +149,62 @@ def get_config(preset: str, **overrides: Any) -> TrainConfig:
     return dataclasses.replace(PRESETS[preset], **overrides)
 
 
+def run_name(preset: str, loss: str, seed: int = 0) -> str:
+    """The one naming rule for runs, shared by ``rssd train`` and the notebooks: ``<preset>-<loss>[-seed<k>]``.
+
+    ``rssd train --config ssd-cpu-synth`` (loss ``repgt``, seed 0) writes ``runs/ssd-cpu-synth-repgt``, the run the
+    notebooks look for; ``--loss ssd`` gives ``ssd-cpu-synth-ssd``, ``--seed 1`` ``ssd-cpu-synth-repgt-seed1``.
+    ``--name`` (or ``name=``) overrides the rule.
+    """
+    name = f"{preset}-{loss}"
+    return name if int(seed) == 0 else f"{name}-seed{int(seed)}"
+
+
+def _has_gpu(device: str) -> bool:
+    """Whether ``device`` (``"auto"``, ``"cpu"``, ``"cuda:0"``...) names, or resolves to, a CUDA GPU."""
+    if device == "auto":
+        import torch
+
+        return torch.cuda.is_available()
+    return str(device).startswith("cuda")
+
+
+class CPUFallbackWarning(UserWarning):
+    """``auto_config`` found PASCAL VOC but no GPU, and chose the CPU preset on the synthetic crowds instead."""
+
+
 def auto_config(data: str = "auto", loss: str = "repgt", **overrides: Any) -> TrainConfig:
-    """The configuration the notebooks use: ``ssd300-voc0712`` on PASCAL VOC, ``ssd-cpu-synth`` on anything else.
+    """The configuration the notebooks use: ``ssd300-voc0712`` on PASCAL VOC with a GPU, ``ssd-cpu-synth`` otherwise.
 
     ``data="auto"`` means VOC when found (``$RSSD_VOC_ROOT`` or ``~/data/VOCdevkit``), else the synthetic crowds.
-    The run is named ``<preset>-<loss>`` unless ``name`` is given, so that notebooks find each other's runs.
+    The VOC preset's 120k iterations of 32 images cannot finish on a CPU (weeks), so with VOC found but no GPU
+    (``device`` ``"auto"`` without CUDA, or ``"cpu"``) ``"auto"`` says so (:class:`CPUFallbackWarning`) and picks
+    ``ssd-cpu-synth``; an explicit ``voc:...`` spec on a CPU raises ``ValueError`` unless ``iterations`` is given.
+    The run is named by :func:`run_name` (``<preset>-<loss>[-seed<k>]``) unless ``name`` is given, the rule
+    ``rssd train`` follows too, so that notebooks and the command line find each other's runs.
     ``iterations`` given without ``warmup_iterations`` / ``checkpoint_every`` / ``log_every`` scales those too.
     """
     from rssd.data import default_data_spec
 
     spec = default_data_spec() if data == "auto" else data
     preset = "ssd300-voc0712" if spec.startswith("voc:") else "ssd-cpu-synth"
-    settings: dict[str, Any] = {"data": spec, "loss": loss, "name": f"{preset}-{loss}"}
+    device = str(overrides.get("device", PRESETS[preset].device))
+    if preset == "ssd300-voc0712" and "iterations" not in overrides and not _has_gpu(device):
+        if data != "auto":
+            raise ValueError(
+                f"{spec} with the ssd300-voc0712 preset (120k iterations of 32 images) needs a CUDA GPU, and device "
+                f"{device!r} has none: it would not finish on a CPU. Use data='synth' (the CPU preset, about 12 "
+                f"minutes on 2 cores), give iterations=... for a short run, or train on a GPU."
+            )
+        warnings.warn(
+            f"PASCAL VOC found ({spec}) but no CUDA GPU: its 120k-iteration schedule cannot finish on a CPU, so "
+            f"this run uses the CPU preset ssd-cpu-synth on the synthetic crowds (about 12 minutes on 2 cores). "
+            f"Train on VOC with a GPU (device='cuda').",
+            CPUFallbackWarning,
+            stacklevel=2,
+        )
+        spec, preset = "synth", "ssd-cpu-synth"
+    settings: dict[str, Any] = {"data": spec, "loss": loss, "name": run_name(preset, loss, overrides.get("seed", 0))}
     if "iterations" in overrides:
         n = int(overrides["iterations"])
         base = PRESETS[preset]
@@ -169,6 +214,19 @@ def auto_config(data: str = "auto", loss: str = "repgt", **overrides: Any) -> Tr
         )  # fmt: skip
     settings.update(overrides)
     return get_config(preset, **settings)
+
+
+#: Training throughput measured for the presets (images per second, the run's whole wall time included), to tell a
+#: notebook's reader how long a missing run will take. ``ssd-cpu-synth``: 800 x 16 images in 11 min 48 s on 2 CPU
+#: cores (README, Training); the VOC presets: no measurement here (they need a GPU).
+MEASURED_IMAGES_PER_S = {("ssd-cpu", "cpu"): 800 * 16 / 708.0}
+
+
+def expected_fit_seconds(config: TrainConfig) -> float | None:
+    """Expected wall time of ``fit(config)`` from :data:`MEASURED_IMAGES_PER_S`, or None without a measurement."""
+    device = "cuda" if _has_gpu(config.device) else "cpu"
+    rate = MEASURED_IMAGES_PER_S.get((config.model, device))
+    return None if rate is None else config.iterations * config.batch_size / rate
 
 
 def _base_type(tp: Any) -> tuple[type, bool]:
@@ -223,9 +281,17 @@ def add_config_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def config_from_args(args: argparse.Namespace, base: TrainConfig | None = None) -> TrainConfig:
-    """The config named by ``args.config`` (or ``base``, or the defaults) with every option given applied."""
+    """The config named by ``args.config`` (or ``base``, or the defaults) with every option given applied.
+
+    With a preset and no ``--name``, the run is named by :func:`run_name` (``--config ssd-cpu-synth --loss ssd``
+    writes ``runs/ssd-cpu-synth-ssd``), as the notebooks name theirs.
+    """
+    preset = getattr(args, "config", None)
     if base is None:
-        base = PRESETS[args.config] if getattr(args, "config", None) else TrainConfig()
+        base = PRESETS[preset] if preset else TrainConfig()
     overrides = {f.name: getattr(args, f.name) for f in fields(TrainConfig) if hasattr(args, f.name)}
-    return dataclasses.replace(base, **overrides)
+    config = dataclasses.replace(base, **overrides)
+    if preset and "name" not in overrides:
+        config = dataclasses.replace(config, name=run_name(preset, config.loss, config.seed))
+    return config
 

@@ -40,6 +40,8 @@ __all__ = [
     "pixel_xyxy_to_voc",
     "class_names_in",
     "read_class_file",
+    "resolve_classes",
+    "annotation_target",
     "VOCDataset",
 ]
 
@@ -283,6 +285,54 @@ def read_class_file(path: str | os.PathLike) -> tuple[str, ...]:
     return tuple(names)
 
 
+def resolve_classes(
+    year_dirs: Sequence[Path], annotations: Sequence[VOCAnnotation], root: Path | None = None
+) -> tuple[tuple[str, ...], str]:
+    """The classes of a VOC-layout dataset when none are given, and where they came from.
+
+    In this order: a ``classes.txt`` (one name per line) in the first year folder or in ``root``; for ``VOC20xx``
+    folders, the 20 :data:`VOC_CLASSES` (in the devkit's order) unless *no* name in the annotations is a VOC class;
+    else the sorted names found in ``annotations``. So a custom dataset laid out as ``VOCdevkit/VOC2007/...`` (cells
+    named ``RBC``, ``WBC``) keeps its own classes, while a VOC folder with a misspelt name still stops with an
+    error that names the file.
+
+    Returns:
+        ``(classes, source)``, ``source`` naming the file, ``"PASCAL VOC"`` or ``"the annotations"``.
+    """
+    for folder in [*year_dirs[:1], *([root] if root is not None else [])]:
+        if (folder / "classes.txt").is_file():
+            return read_class_file(folder / "classes.txt"), str(folder / "classes.txt")
+    found = class_names_in(annotations)
+    if all(d.name.startswith("VOC20") for d in year_dirs) and (not found or set(found) & set(VOC_CLASSES)):
+        return VOC_CLASSES, "PASCAL VOC"
+    return found, "the annotations"
+
+
+def annotation_target(
+    ann: VOCAnnotation, classes: Sequence[str] = VOC_CLASSES, keep_difficult: bool = False
+) -> dict[str, Any]:
+    """The target the loss takes (DEVELOPERS.md) for one annotation: boxes normalised to ``[0, 1]``, labels ``1..C-1``.
+
+    ``boxes`` ``(G, 4)`` float32 ``xyxy`` (VOC's 1-based ``(xmin, ymin, xmax, ymax)`` becomes ``(xmin - 1, ymin - 1,
+    xmax, ymax)``, divided by ``(W, H, W, H)``), ``labels`` ``(G,)`` int64 (``classes[i]`` has label ``i + 1``);
+    difficult objects are left out unless ``keep_difficult``, as are objects of classes not in ``classes``.
+    """
+    import torch
+
+    index = {name: i + 1 for i, name in enumerate(classes)}
+    keep = np.array([n in index and (keep_difficult or not d) for n, d in zip(ann.names, ann.difficult, strict=True)],
+                    dtype=bool).reshape(-1)  # fmt: skip
+    if not (ann.width and ann.height):
+        raise VOCFormatError(f"{ann.path}: no image size in the XML; read the item through VOCDataset instead")
+    scale = np.array([ann.width, ann.height, ann.width, ann.height], dtype=np.float64)
+    boxes = voc_to_pixel_xyxy(ann.boxes.reshape(-1, 4)[keep]) / scale  # (G, 4)
+    labels = [index[n] for n, k in zip(ann.names, keep, strict=True) if k]
+    return {
+        "boxes": torch.as_tensor(boxes, dtype=torch.float32).reshape(-1, 4),
+        "labels": torch.as_tensor(labels, dtype=torch.int64),
+    }
+
+
 _IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".JPG", ".JPEG", ".PNG", ".bmp", ".webp")
 
 
@@ -317,9 +367,10 @@ class VOCDataset(Dataset):
             ``ImageSets/Main/`` and ``JPEGImages/`` (e.g. what ``rssd synth`` writes).
         year: ``"2007"``, ``"2012"``, ``"07+12"`` or a sub-folder name; ignored when ``root`` is a single folder.
         split: image set (``ImageSets/Main/<split>.txt``), or ``"all"`` for every ``Annotations/*.xml``.
-        classes: object class names (label ``i + 1`` is ``classes[i]``). ``None``: the 20 VOC classes for
-            ``VOC20xx`` folders, else ``classes.txt`` of the folder when present, else the sorted names found in the
-            annotations. When given explicitly, objects of other classes are left out (e.g. ``("person",)``).
+        classes: object class names (label ``i + 1`` is ``classes[i]``). ``None``: :func:`resolve_classes`
+            (``classes.txt`` of the folder when present, else the 20 VOC classes when every name is a VOC class,
+            else the sorted names found in the annotations). When given explicitly, objects of other classes are
+            left out (e.g. ``("person",)``).
         keep_difficult: keep objects flagged difficult (their ``difficult`` flag is True in the target).
         transform: ``callable(image, target) -> (image, target)``.
         check_images: verify at construction that every image file exists.
@@ -365,14 +416,12 @@ class VOCDataset(Dataset):
         anns = [(yd, read_voc_annotation(p)) for yd, p in items]
 
         explicit = classes is not None
+        source = "the classes given"
         if classes is None:
-            if all(d.name.startswith("VOC20") for d in self.year_dirs):
-                classes = VOC_CLASSES
-            elif (self.year_dirs[0] / "classes.txt").is_file():
-                classes = read_class_file(self.year_dirs[0] / "classes.txt")
-            else:
-                classes = class_names_in([a for _, a in anns])
+            classes, source = resolve_classes(self.year_dirs, [a for _, a in anns], self.root)
         self.classes: tuple[str, ...] = tuple(classes)
+        #: where ``classes`` came from: a ``classes.txt`` path, ``"PASCAL VOC"``, ``"the annotations"`` or given.
+        self.classes_source = source
         index = {name: i + 1 for i, name in enumerate(self.classes)}
 
         self.annotations: list[VOCAnnotation] = []
@@ -382,7 +431,14 @@ class VOCDataset(Dataset):
         for year_dir, ann in anns:
             unknown = sorted({n for n in ann.names if n not in index})
             if unknown and not explicit:
-                raise VOCFormatError(f"{ann.path}: unknown class name(s) {unknown}; known: {list(self.classes)}")
+                fix = (
+                    f"add them to {source}" if source.endswith("classes.txt")
+                    else f"write every class name, one per line, to {self.year_dirs[0] / 'classes.txt'}"
+                )  # fmt: skip
+                raise VOCFormatError(
+                    f"{ann.path}: unknown class name(s) {unknown}; known (from {source}): {list(self.classes)}. "
+                    f"To fix: {fix}, or pass classes=(...) to keep only some"
+                )
             boxes, keep = fix_boxes(voc_to_pixel_xyxy(ann.boxes), ann.width, ann.height, str(ann.path))
             keep &= np.array([n in index for n in ann.names], dtype=bool)
             if not keep_difficult:

@@ -1,0 +1,69 @@
+"""Run naming shared by ``rssd train`` and the notebooks, and ``auto_config``'s choice of preset on a CPU."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import pytest
+import torch
+
+from rssd.config import (
+    CPUFallbackWarning,
+    add_config_arguments,
+    auto_config,
+    config_from_args,
+    expected_fit_seconds,
+    get_config,
+    run_name,
+)
+
+SAMPLES = Path(__file__).resolve().parents[1] / "data" / "samples" / "VOCdevkit"
+
+
+def parse(argv: list[str]):
+    parser = argparse.ArgumentParser()
+    add_config_arguments(parser)
+    return config_from_args(parser.parse_args(argv))
+
+
+def test_run_name_rule() -> None:
+    assert run_name("ssd-cpu-synth", "repgt") == "ssd-cpu-synth-repgt"
+    assert run_name("ssd-cpu-synth", "ssd", seed=1) == "ssd-cpu-synth-ssd-seed1"
+
+
+def test_cli_and_notebooks_name_runs_alike(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("RSSD_VOC_ROOT", raising=False)
+    monkeypatch.setenv("HOME", "/nonexistent")  # no ~/data/VOCdevkit: "auto" is the synthetic crowds
+    for argv, loss, seed in (([], "repgt", 0), (["--loss", "ssd"], "ssd", 0), (["--seed", "1"], "repgt", 1)):
+        cli = parse(["--config", "ssd-cpu-synth", *argv])
+        notebook = auto_config("auto", loss, seed=seed)
+        assert cli.name == notebook.name == run_name("ssd-cpu-synth", loss, seed)
+        assert cli.run_dir == notebook.run_dir
+    assert parse(["--config", "ssd-cpu-synth", "--name", "mine"]).name == "mine"  # --name wins
+    assert parse(["--loss", "ssd"]).name == "run"  # no preset: the dataclass default
+
+
+def test_auto_on_cpu_with_voc_picks_the_cpu_preset(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("RSSD_VOC_ROOT", str(SAMPLES))
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    # the samples hold VOC2007 test only, so "auto" finds VOC for the test split: fake a trainval list's presence
+    import rssd.data
+
+    monkeypatch.setattr(rssd.data, "default_data_spec", lambda split="trainval": f"voc:{SAMPLES}:2007")
+    with pytest.warns(CPUFallbackWarning, match="cannot finish on a CPU"):
+        cfg = auto_config("auto", "repgt")
+    assert (cfg.model, cfg.data, cfg.name, cfg.iterations) == ("ssd-cpu", "synth", "ssd-cpu-synth-repgt", 800)
+    with pytest.raises(ValueError, match="needs a CUDA GPU"):
+        auto_config(f"voc:{SAMPLES}:2007", "repgt", device="cpu")
+    short = auto_config(f"voc:{SAMPLES}:2007", "repgt", device="cpu", iterations=10)  # a short run is allowed
+    assert (short.model, short.iterations, short.name) == ("ssd300", 10, "ssd300-voc0712-repgt")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert auto_config("auto", "ssd").name == "ssd300-voc0712-ssd"  # with a GPU: the paper's preset
+
+
+def test_expected_fit_seconds() -> None:
+    cpu = get_config("ssd-cpu-synth", device="cpu")
+    assert expected_fit_seconds(cpu) == pytest.approx(708.0)  # the README's measured 11 min 48 s
+    assert expected_fit_seconds(get_config("ssd-cpu-synth", device="cpu", iterations=400)) == pytest.approx(354.0)
+    assert expected_fit_seconds(get_config("ssd300-voc0712", device="cpu")) is None
