@@ -191,6 +191,8 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     if args.results is None or args.voc_root is None:
         raise SystemExit("rssd evaluate: --voc-root and --results are required")
     metric = args.metric or ("voc07" if str(args.year) in ("2007", "07") else "all-point")
+    if metric == "coco" and args.subset != "all":
+        raise SystemExit("rssd evaluate: --subset crowd is scored with the VOC metrics only (drop --metric coco)")
     try:
         t0 = time.perf_counter()
         annotations = load_voc_annotations(args.voc_root, args.year, args.split)
@@ -199,10 +201,16 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
         classes = VOC_CLASSES if names <= set(VOC_CLASSES) else tuple(sorted(names))  # custom VOC-layout data
         detections = read_voc_results(args.results, classes, prefix=args.prefix)
         t2 = time.perf_counter()
-        result = evaluate_voc(
-            annotations, detections, classes, metric=metric, subset=args.subset, crowd_protocol=args.crowd_protocol,
-            mr_class=args.mr_class,
-        )  # fmt: skip
+        if metric == "coco":
+            from rssd.coco_eval import coco_ground_truth, evaluate_coco, voc_results_to_coco
+
+            gt = coco_ground_truth(annotations, classes)
+            result = evaluate_coco(gt, voc_results_to_coco(detections, gt), classes)
+        else:
+            result = evaluate_voc(
+                annotations, detections, classes, metric=metric, subset=args.subset,
+                crowd_protocol=args.crowd_protocol, mr_class=args.mr_class,
+            )  # fmt: skip
     except (FileNotFoundError, VOCFormatError, ValueError) as e:
         print(f"rssd evaluate: {e}", file=sys.stderr)
         return 2
@@ -237,17 +245,28 @@ def _evaluate_checkpoint(args: argparse.Namespace) -> int:
         )
         if tuple(dataset.classes) != tuple(ckpt["classes"]):
             raise ValueError(f"{spec} has classes {list(dataset.classes)}, the checkpoint {ckpt['classes']}")
+        metric = args.metric or ("coco" if spec.startswith("coco:") else "all-point" if ":2012" in spec else "voc07")
+        if metric == "coco" and args.subset != "all":
+            raise ValueError("--subset crowd is scored with the VOC metrics only (drop --metric coco)")
         predictions = predict(model, dataset, batch_size=args.batch_size)
-        metric = args.metric or ("all-point" if ":2012" in spec else "voc07")
-        result = evaluate_predictions(
-            predictions, ground_truth_of(dataset), metric=metric, subset=args.subset,
-            crowd_protocol=args.crowd_protocol, mr_class=args.mr_class,
-        )  # fmt: skip
+        if metric == "coco":
+            from rssd.coco_eval import coco_ground_truth_of, coco_results, evaluate_coco
+
+            gt = coco_ground_truth_of(dataset)
+            coco_dets = coco_results(predictions.image_ids, predictions.outputs, predictions.classes, gt)
+            result = evaluate_coco(gt, coco_dets, predictions.classes)
+        else:
+            result = evaluate_predictions(
+                predictions, ground_truth_of(dataset), metric=metric, subset=args.subset,
+                crowd_protocol=args.crowd_protocol, mr_class=args.mr_class,
+            )  # fmt: skip
     except (FileNotFoundError, ValueError, KeyError) as e:
         print(f"rssd evaluate: {e}", file=sys.stderr)
         return 2
     out = Path(args.out) if args.out else Path(args.checkpoint).parent / f"results-{args.split}"
     write_voc_results(predictions.to_voc(), out, predictions.classes, prefix=args.prefix)
+    if metric == "coco":  # COCO's own results format too, for other COCO tools
+        (out / "coco_results.json").write_text(json.dumps(coco_dets) + "\n")
     print(f"{args.checkpoint} on {spec} ({args.split}): {len(dataset)} images, {predictions.images_per_s:.1f} img/s")
     print(result.table())
     print(f"result files: {out}")
@@ -281,8 +300,10 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
     model.add_argument("--out", metavar="DIR", help="write the result files here (default: next to the checkpoint)")
     scoring = p.add_argument_group("scoring")
     scoring.add_argument(
-        "--metric", choices=["voc07", "all-point"], help="11-point (default for 2007) or all-point (other years)"
-    )
+        "--metric", choices=["voc07", "all-point", "coco"],
+        help="VOC's 11-point AP (default for 2007), all-point AP (other years), or COCO's metrics with pycocotools "
+        "(AP@[.5:.95], AP50, AP75, AP/AR by size; the default for coco: datasets)",
+    )  # fmt: skip
     scoring.add_argument("--subset", choices=["all", "crowd"], default="all", help="all objects or the crowd subset")
     scoring.add_argument(
         "--crowd-protocol", choices=["remove", "ignore"], default="remove",
