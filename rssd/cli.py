@@ -347,13 +347,59 @@ def _add_detect(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_cmd_detect)
 
 
+def _cmd_experiment(args: argparse.Namespace) -> int:
+    import torch
+
+    from rssd.experiments.crowd import load_grid, plot_results, run_grid, summarize
+
+    grid = load_grid(args.grid)
+    results = args.results or os.path.join("doc", "results", grid.name)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if not args.report:
+        i, _, n = args.shard.partition("/")
+        try:
+            shard = (int(i), int(n or 1))
+        except ValueError:
+            print(f"rssd experiment: --shard takes i/n (e.g. 0/2), got {args.shard!r}", file=sys.stderr)
+            return 2
+        variants = args.variants.split(",") if args.variants else None
+        seeds = [int(s) for s in args.seeds.split(",")] if args.seeds else None
+        run_grid(grid, results, args.runs, shard=shard, variants=variants, seeds=seeds, progress=sys.stderr.isatty())
+    summary = summarize(results)
+    for path in plot_results(results):
+        print(f"wrote {path}")
+    table = os.path.join(results, "results.md")
+    print(f"{summary['runs_done']} of {summary['runs_total']} runs done; table in {table}")
+    return 0
+
+
+def _add_experiment(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "experiment", help="train and evaluate a grid of runs (resumable): the crowd experiment",
+        description="Train every (loss variant, seed) of a grid on the synthetic crowds, evaluate on validation "
+        "during training and on test at the end, and write per-run JSON, a summary table and plots. Finished runs "
+        "are skipped, interrupted ones resume from their last checkpoint.",
+    )  # fmt: skip
+    p.add_argument("which", choices=["crowd"], help="the experiment (rssd.experiments.crowd)")
+    p.add_argument("--grid", default="crowd-cpu", help="a named grid (rssd/experiments/grids/) or a JSON file")
+    p.add_argument("--results", default=None, help="results folder (default doc/results/GRID)")
+    p.add_argument("--runs", default=os.path.join("runs", "experiments"), help="checkpoints go to RUNS/GRID/RUN")
+    p.add_argument("--shard", default="0/1", help="i/n: run every n-th run starting at i (n processes share a grid)")
+    p.add_argument("--threads", type=int, default=None, help="torch threads of this process")
+    p.add_argument("--variants", default=None, help="comma-separated variants to run (default all)")
+    p.add_argument("--seeds", default=None, help="comma-separated seeds to run (default all)")
+    p.add_argument("--report", action="store_true", help="only rewrite the summary and plots from the records")
+    p.set_defaults(func=_cmd_experiment)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="rssd", description="SSD with Repulsion Loss.")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
     for add in (
         _add_priors, _add_crowd_stats, _add_synth, _add_download, _add_train, _add_model_summary, _add_evaluate,
-        _add_detect,
+        _add_detect, _add_experiment,
     ):  # fmt: skip
         add(sub)
     return parser

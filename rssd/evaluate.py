@@ -33,7 +33,9 @@ as in the XML files and the result files. :func:`detections_to_voc` converts rss
 (``(x1, y1, x2, y2)`` continuous, 0-based; DEVELOPERS.md) with ``xmin = x1 + 1, ymin = y1 + 1, xmax = x2, ymax = y2``.
 
 Subsets: ``subset="crowd"`` evaluates the crowd objects (GUIDE; :func:`rssd.data.crowd.crowd_mask`) under one of two
-protocols, see :func:`crowd_subset`.
+protocols, see :func:`crowd_subset`. ``subset="reasonable" | "bare" | "partial" | "heavy"`` are the occlusion levels
+of CityPersons (and of Repulsion Loss's Table 3), for datasets whose objects carry a visible fraction
+(:data:`OCCLUSION_SUBSETS`, :func:`occlusion_subset`): objects outside the level are ignored, not deleted.
 
 Miss rate: :func:`log_average_miss_rate` is MR^-2 of the pedestrian literature (Dollár et al., the Caltech
 toolbox's ``bbGt('compRoc')``), on the matches above: miss rate ``1 - recall`` against false positives per image
@@ -69,6 +71,9 @@ __all__ = [
     "match_class",
     "average_precision",
     "crowd_subset",
+    "SUBSETS",
+    "OCCLUSION_SUBSETS",
+    "occlusion_subset",
     "log_average_miss_rate",
     "evaluate_voc",
     "gt_from_targets",
@@ -80,6 +85,7 @@ __all__ = [
     "plot_miss_rate",
     "Predictions",
     "predict",
+    "predict_many",
     "ground_truth_of",
     "evaluate_predictions",
     "ERROR_KINDS",
@@ -116,12 +122,14 @@ class GTRecord:
         boxes: ``(G, 4)`` float64 ``(xmin, ymin, xmax, ymax)``, VOC's 1-based inclusive pixel coordinates.
         names: ``G`` class names.
         difficult: ``(G,)`` bool.
+        visible: ``(G,)`` float visible fraction of each object, or ``None`` when the dataset has none.
     """
 
     image_id: str
     boxes: np.ndarray
     names: tuple[str, ...]
     difficult: np.ndarray
+    visible: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         boxes = np.asarray(self.boxes, dtype=np.float64).reshape(-1, 4)
@@ -131,6 +139,11 @@ class GTRecord:
             raise ValueError(
                 f"image {self.image_id}: {boxes.shape[0]} boxes, {len(names)} names, {difficult.shape[0]} difficult"
             )
+        if self.visible is not None:
+            visible = np.asarray(self.visible, dtype=np.float64).reshape(-1)
+            if visible.shape[0] != boxes.shape[0]:
+                raise ValueError(f"image {self.image_id}: {boxes.shape[0]} boxes, {visible.shape[0]} visible")
+            object.__setattr__(self, "visible", visible)
         object.__setattr__(self, "boxes", boxes)
         object.__setattr__(self, "difficult", difficult)
         object.__setattr__(self, "names", names)
@@ -446,6 +459,55 @@ def crowd_subset(
     return out
 
 
+#: Occlusion levels: name -> ``(lowest, highest)`` visible fraction, ``lo <= v < hi`` (Repulsion Loss Table 3, after
+#: CityPersons). ``heavy`` is ``v < 0.65``; CityPersons' official heavy setup also needs ``v >= 0.2``, which
+#: ``heavy-cp`` is. Every level also requires a box height of at least ``min_height`` pixels (CityPersons: 50).
+OCCLUSION_SUBSETS: dict[str, tuple[float, float]] = {
+    "reasonable": (0.65, np.inf),
+    "bare": (0.9, np.inf),
+    "partial": (0.65, 0.9),
+    "heavy": (0.0, 0.65),
+    "heavy-cp": (0.2, 0.65),
+}
+#: Every ``subset=`` that :func:`evaluate_voc` takes.
+SUBSETS: tuple[str, ...] = ("all", "crowd", *OCCLUSION_SUBSETS)
+
+
+def occlusion_subset(
+    ground_truth: Sequence[GroundTruthLike], level: str, min_height: float = 50.0
+) -> list[GTRecord]:
+    """GT records in which the objects outside an occlusion level are ignored (made difficult), as in CityPersons.
+
+    An object is in level ``level`` (:data:`OCCLUSION_SUBSETS`) when its visible fraction ``v`` satisfies
+    ``lo <= v < hi`` and its box is at least ``min_height`` pixels tall (``ymax - ymin + 1`` in the 1-based
+    coordinates); objects already difficult stay difficult. Objects outside the level are neither TP nor FP: a
+    detection on one is ignored, as the Caltech / CityPersons tools treat their "ignore" objects. Every image
+    stays in the evaluation, so false positives on the background still count.
+
+    Raises:
+        ValueError: ``level`` is unknown, or a record carries no visible fractions (name the image).
+    """
+    if level not in OCCLUSION_SUBSETS:
+        raise ValueError(f"unknown occlusion level {level!r}; expected one of {', '.join(OCCLUSION_SUBSETS)}")
+    lo, hi = OCCLUSION_SUBSETS[level]
+    out = []
+    for r in ground_truth:
+        boxes = np.asarray(r.boxes, dtype=np.float64).reshape(-1, 4)
+        visible = getattr(r, "visible", None)
+        if visible is None:
+            where = getattr(r, "path", None) or f"image {r.image_id}"
+            raise ValueError(
+                f"{where}: no visible fraction per object, so occlusion level {level!r} cannot be evaluated "
+                f"(CityPersons-style data carry one; VOC XML needs a <visible> element in every object)"
+            )
+        visible = np.asarray(visible, dtype=np.float64).reshape(-1)
+        height = boxes[:, 3] - boxes[:, 1] + 1.0
+        inside = (visible >= lo) & (visible < hi) & (height >= min_height)
+        difficult = np.asarray(r.difficult, dtype=bool).reshape(-1) | ~inside
+        out.append(GTRecord(str(r.image_id), boxes, tuple(r.names), difficult, visible))
+    return out
+
+
 #: FPPI sample points of MR^-2: 9 values evenly spaced in log space from 1e-2 to 1e0 (MATLAB ``10.^(-2:.25:0)``).
 MR_FPPI: tuple[float, ...] = tuple(float(10.0**e) for e in np.arange(-2.0, 0.01, 0.25))
 
@@ -561,9 +623,10 @@ def evaluate_voc(
     *,
     metric: Metric = "voc07",
     iou_threshold: float = 0.5,
-    subset: Literal["all", "crowd"] = "all",
+    subset: str = "all",
     crowd_protocol: CrowdProtocol = "remove",
     mr_class: str | None = "person",
+    min_height: float = 50.0,
 ) -> VOCResult:
     """Score detections against GT records, class by class, as the VOC devkit does.
 
@@ -577,8 +640,10 @@ def evaluate_voc(
             sorted). Detections of a class outside ``classes`` are an error (a misspelt class would score 0).
         metric: ``"voc07"`` (11-point) or ``"all-point"``.
         iou_threshold: minimum IoU of a TP (0.5).
-        subset: ``"all"`` or ``"crowd"`` (the crowd objects only, under ``crowd_protocol``; :func:`crowd_subset`).
+        subset: ``"all"``, ``"crowd"`` (the crowd objects only, under ``crowd_protocol``; :func:`crowd_subset`) or an
+            occlusion level of :data:`OCCLUSION_SUBSETS` (the others ignored; :func:`occlusion_subset`).
         crowd_protocol: ``"remove"`` or ``"ignore"``, for ``subset="crowd"``.
+        min_height: for the occlusion levels, the smallest box height (pixels) in the level.
         mr_class: the class whose log-average miss rate is computed too (``None``: none). Skipped silently
             when the class is not among ``classes``.
 
@@ -587,10 +652,15 @@ def evaluate_voc(
     """
     if metric not in METRICS:
         raise ValueError(f"unknown metric {metric!r}; expected one of {METRICS}")
-    if subset not in ("all", "crowd"):
-        raise ValueError(f"unknown subset {subset!r}; expected 'all' or 'crowd'")
+    if subset not in SUBSETS:
+        raise ValueError(f"unknown subset {subset!r}; expected one of {', '.join(SUBSETS)}")
     t0 = time.perf_counter()
-    records = crowd_subset(ground_truth, crowd_protocol) if subset == "crowd" else ground_truth
+    if subset == "crowd":
+        records = crowd_subset(ground_truth, crowd_protocol)
+    elif subset in OCCLUSION_SUBSETS:
+        records = occlusion_subset(ground_truth, subset, min_height)
+    else:
+        records = ground_truth
     index = _GTIndex(records)
     if classes is None:
         classes = sorted(set(index.class_names()) | set(detections))
@@ -631,7 +701,7 @@ def gt_from_targets(targets: Iterable[Mapping[str, Any]], classes: Sequence[str]
 
     Args:
         targets: dicts with ``image_id``, ``boxes`` ``(G, 4)`` rssd pixels (continuous, 0-based), ``labels`` in
-            ``1..len(classes)`` and optionally ``difficult``.
+            ``1..len(classes)`` and optionally ``difficult`` and ``visible`` (synthetic scenes carry it).
         classes: the dataset's class names without background (label ``i + 1`` is ``classes[i]``).
     """
     out = []
@@ -640,7 +710,9 @@ def gt_from_targets(targets: Iterable[Mapping[str, Any]], classes: Sequence[str]
         boxes[:, :2] += 1.0  # x1 + 1, y1 + 1: back to 1-based inclusive coordinates
         labels = _numpy(t["labels"]).astype(np.int64).reshape(-1)
         difficult = _numpy(t["difficult"]).astype(bool) if "difficult" in t else np.zeros(len(labels), bool)
-        out.append(GTRecord(str(t["image_id"]), boxes, tuple(classes[k - 1] for k in labels.tolist()), difficult))
+        visible = _numpy(t["visible"]).astype(np.float64) if "visible" in t else None
+        names = tuple(classes[k - 1] for k in labels.tolist())
+        out.append(GTRecord(str(t["image_id"]), boxes, names, difficult, visible))
     return out
 
 
@@ -928,6 +1000,26 @@ def predict(
         config: :class:`rssd.detect.DetectConfig` (default: the VOC protocol, score > 0.01).
         progress: a tqdm bar over the images.
     """
+    return predict_many(
+        model, dataset, [config], batch_size=batch_size, workers=workers, progress=progress
+    )[0]
+
+
+def predict_many(
+    model: Any,
+    dataset: Any,
+    configs: Sequence[Any],
+    *,
+    batch_size: int = 16,
+    workers: int = 0,
+    progress: bool = True,
+) -> list[Predictions]:
+    """:func:`predict` under several post-processing settings at the cost of one forward pass per image.
+
+    ``configs`` are :class:`rssd.detect.DetectConfig` (``None`` for the default); one :class:`Predictions` comes
+    back per config, in order (each one's ``seconds`` is the shared forward time plus its own post-processing).
+    Used for sweeps such as the NMS threshold of :mod:`rssd.experiments.crowd`.
+    """
     import torch
     from torch.utils.data import DataLoader
     from tqdm.auto import tqdm
@@ -944,18 +1036,25 @@ def predict(
     )  # fmt: skip
     priors = model.priors.to(device)
     ids: list[str] = []
-    outputs: list[dict[str, Any]] = []
+    outputs: list[list[dict[str, Any]]] = [[] for _ in configs]
+    post = [0.0] * len(configs)
     t0 = time.perf_counter()
     with torch.inference_mode(), tqdm(total=len(dataset), desc="detect", unit="img", disable=not progress) as bar:
         for images, batch_ids, sizes in loader:
             images = images.to(device, non_blocking=True)
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cuda):
                 loc, conf = model(images)
-            dets = detect(loc.float(), conf.float(), priors, sizes, config)
-            outputs.extend({k: v.cpu() for k, v in d.items()} for d in dets)
+            loc, conf = loc.float(), conf.float()
+            for k, config in enumerate(configs):
+                t1 = time.perf_counter()
+                dets = detect(loc, conf, priors, sizes, config)
+                outputs[k].extend({key: v.cpu() for key, v in d.items()} for d in dets)
+                post[k] += time.perf_counter() - t1
             ids.extend(batch_ids)
             bar.update(len(batch_ids))
-    return Predictions(ids, outputs, tuple(dataset.classes), time.perf_counter() - t0)
+    forward = time.perf_counter() - t0 - sum(post)
+    classes = tuple(dataset.classes)
+    return [Predictions(list(ids), out, classes, forward + p) for out, p in zip(outputs, post, strict=True)]
 
 
 def ground_truth_of(dataset: Any) -> list[GroundTruthLike]:

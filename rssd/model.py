@@ -130,6 +130,16 @@ SSD_CONFIGS: dict[str, SSDConfig] = {
         extras=tuple(ExtraSpec(e.mid // 4, e.out // 4, e.kernel, e.stride, e.padding) for e in _SSD300_EXTRAS),
         batch_norm=True,
     ),
+    # The crowd experiment's model (rssd.experiments): 160 px inputs, half of ssd-cpu's widths, three extra blocks
+    # (10 -> 5 -> 3 -> 1), so that a grid of long runs fits a CPU.
+    "ssd-mini": SSDConfig(
+        "ssd-mini",
+        "ssd-mini",
+        vgg_widths=(8, 16, 32, 64, 64),
+        fc_width=128,
+        extras=(ExtraSpec(32, 64), ExtraSpec(16, 32), ExtraSpec(16, 32, 3, 1, 0)),
+        batch_norm=True,
+    ),
 }
 
 
@@ -336,7 +346,7 @@ class SSD(nn.Module):
 
 
 def build_ssd(name: str, num_classes: int, normalization: str | None = None) -> SSD:
-    """Build a named SSD (``"ssd300"``, ``"ssd512"``, ``"ssd-cpu"``) with ``num_classes`` classes incl. background.
+    """Build a named SSD (``"ssd300"``, ``"ssd512"``, ``"ssd-cpu"``, ``"ssd-mini"``) with ``num_classes`` classes incl. background.
 
     The model is freshly initialised (Xavier); load weights with :func:`load_pretrained` or the ``load_*``
     functions. ``normalization`` overrides the config's input convention (see the module docstring).

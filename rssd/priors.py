@@ -87,6 +87,16 @@ PRIOR_SPECS: dict[str, PriorSpec] = {
         max_sizes=(45, 99, 153, 207, 261, 315),
         aspect_ratios=((2,), (2, 3), (2, 3), (2, 3), (2,), (2,)),
     ),
+    # rssd.model's ``ssd-mini``: 160 px inputs, five maps (SSD300's without the 5x5 one), boxes of 16-144 px, for
+    # the crowd experiment's many long runs on a CPU (rssd.experiments).
+    "ssd-mini": PriorSpec(
+        image_size=160,
+        feature_maps=(20, 10, 5, 3, 1),
+        steps=(8, 16, 32, 160 / 3, 160),
+        min_sizes=(16, 32, 60, 88, 116),
+        max_sizes=(32, 60, 88, 116, 144),
+        aspect_ratios=((2,), (2, 3), (2, 3), (2,), (2,)),
+    ),
 }
 
 

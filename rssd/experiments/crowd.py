@@ -1,0 +1,609 @@
+"""The crowd experiment: does repulsion help a detector in crowds, and when? (``rssd experiment crowd``)
+
+A **grid** (a JSON file: :data:`GRIDS_DIR` holds the named ones, any path works too) fixes the benchmark, the base
+training configuration, the loss **variants** (:class:`rssd.config.TrainConfig` overrides) and the **seeds**. Every
+``(variant, seed)`` is one run, trained and evaluated under identical schedules and data:
+
+* **Data.** Seed ``s`` draws its own set of synthetic crowd scenes (``SyntheticCrowds(num_images, seed=s)``, the
+  grid's :class:`~rssd.data.synthetic.SynthConfig`), so a seed changes the scenes *and* the initialisation (``fit``
+  seeds torch with it). The ``train`` split is fitted; ``val`` (every 5th trainval image) is evaluated every
+  ``eval_every`` iterations, for the learning curves and for every choice made about the grid; ``test`` is
+  evaluated once per run, with its last checkpoint, for the final table.
+* **What is measured on test.** AP50 (VOC07 11-point) over all objects; the crowd subset under ``remove`` and
+  ``ignore``; MR^-2 of ``person``; AP and MR^-2 per occlusion level (:data:`rssd.evaluate.OCCLUSION_SUBSETS`, with
+  the grid's ``min_height``); AP and MR^-2 against the NMS IoU threshold (``nms_sweep``, one forward pass); the
+  error kinds of :func:`rssd.evaluate.classify_detections` (and the missed objects) on the test images that hold
+  crowd objects, counted at ``error_score``.
+* **Resumable.** Each run writes ``RESULTS/runs/<variant>-s<seed>.json`` as it goes (atomically): the learning
+  curve point by point, then the test metrics and ``"status": "done"``. A finished run is never redone; an
+  interrupted one resumes from its last checkpoint in ``RUNS/<grid>/<variant>-s<seed>/`` (exact resume,
+  :func:`rssd.train.fit`). ``shard="i/n"`` lets ``n`` processes share a grid.
+
+:func:`summarize` turns the finished runs into ``summary.json`` and ``results.md`` (mean and sample standard
+deviation over seeds); :func:`plot_results` draws the learning curves, the occlusion-level bars and the NMS sweep.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import platform
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+__all__ = [
+    "GRIDS_DIR",
+    "HEADLINE",
+    "Grid",
+    "load_grid",
+    "run_one",
+    "run_grid",
+    "evaluate_run",
+    "summarize",
+    "plot_results",
+]
+
+#: Where the named grids live (``load_grid("crowd-cpu")`` reads ``GRIDS_DIR / "crowd-cpu.json"``).
+GRIDS_DIR = Path(__file__).resolve().parent / "grids"
+
+#: Config fields that only say where and how a run executes: they may differ between a result and its re-run.
+_MACHINERY = {"device", "workers", "out_dir", "checkpoint_every", "keep_checkpoints", "log_every"}
+
+
+@dataclass
+class Grid:
+    """One experiment: benchmark, base configuration, variants and seeds (the fields of a grid JSON file).
+
+    Attributes:
+        name: the grid's name (runs go to ``RUNS/<name>/``).
+        description: one paragraph for the report.
+        num_images: scenes per seed, all splits together.
+        test_fraction: share of the scenes in ``test``; ``val`` is every 5th of the rest.
+        synth: :class:`~rssd.data.synthetic.SynthConfig` overrides (``size`` must match the model's input).
+        base: :class:`~rssd.config.TrainConfig` fields shared by every run.
+        variants: variant name -> TrainConfig overrides (``loss``, ``sigma_gt``, ``alpha``...).
+        seeds: the seeds of every variant.
+        eval_every: iterations between two validation points (also the checkpoint interval).
+        nms_sweep: NMS IoU thresholds of the sweep on test; ``nms_iou`` (the protocol's) must be among them.
+        nms_iou: the NMS threshold of every other number.
+        min_height: the occlusion levels' smallest box height, in pixels.
+        error_score: detections scoring at least this are sorted into error kinds.
+    """
+
+    name: str
+    description: str = ""
+    num_images: int = 5000
+    test_fraction: float = 0.1
+    synth: dict[str, Any] = field(default_factory=dict)
+    base: dict[str, Any] = field(default_factory=dict)
+    variants: dict[str, dict[str, Any]] = field(default_factory=dict)
+    seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
+    eval_every: int = 250
+    nms_sweep: list[float] = field(default_factory=lambda: [0.3, 0.4, 0.45, 0.5, 0.6, 0.7, 0.8])
+    nms_iou: float = 0.45
+    min_height: float = 50.0
+    error_score: float = 0.3
+    source: str = ""
+
+    def __post_init__(self) -> None:
+        where = self.source or f"grid {self.name!r}"
+        if not self.variants:
+            raise ValueError(f"{where}: no variants")
+        if self.nms_iou not in self.nms_sweep:
+            raise ValueError(f"{where}: nms_iou {self.nms_iou} must be one of nms_sweep {self.nms_sweep}")
+        if self.eval_every < 1:
+            raise ValueError(f"{where}: eval_every must be >= 1")
+        for variant in self.variants:  # every run's configuration must be valid before anything trains
+            try:
+                self.train_config(variant, self.seeds[0] if self.seeds else 0)
+            except (TypeError, ValueError) as exc:
+                raise ValueError(f"{where}: variant {variant!r}: {exc}") from exc
+        self.synth_config()
+
+    # ------------------------------------------------------------------------------------------------ pieces
+    def synth_config(self):
+        from rssd.data.synthetic import SynthConfig
+
+        fields = {f.name for f in dataclasses.fields(SynthConfig)}
+        unknown = set(self.synth) - fields
+        if unknown:
+            raise ValueError(f"{self.source or self.name}: unknown synth settings {sorted(unknown)}")
+        return SynthConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in self.synth.items()})
+
+    def train_config(self, variant: str, seed: int, runs_dir: str | os.PathLike = "runs/experiments"):
+        """The :class:`~rssd.config.TrainConfig` of run ``(variant, seed)``."""
+        from rssd.config import TrainConfig
+
+        if variant not in self.variants:
+            raise KeyError(f"grid {self.name!r} has no variant {variant!r}; variants: {', '.join(self.variants)}")
+        settings = {**self.base, **self.variants[variant]}
+        settings.update(
+            name=f"{variant}-s{seed}", seed=int(seed), data="synth", synth_images=self.num_images, split="train",
+            test_split="test", out_dir=str(Path(runs_dir) / self.name), checkpoint_every=self.eval_every,
+        )  # fmt: skip
+        if "milestones" in settings:
+            settings["milestones"] = tuple(settings["milestones"])
+        return TrainConfig(**settings)
+
+    def dataset(self, seed: int, split: str):
+        """Split ``split`` of seed ``seed``'s scenes (difficult objects kept outside ``train``, to be ignored)."""
+        from rssd.data.synthetic import SyntheticCrowds
+
+        return SyntheticCrowds(
+            self.num_images, seed, split, config=self.synth_config(), keep_difficult=split != "train",
+            test_fraction=self.test_fraction,
+        )  # fmt: skip
+
+    def runs(self) -> list[tuple[str, int]]:
+        """Every ``(variant, seed)``, seed-major: the first seed of every variant comes first."""
+        return [(v, s) for s in self.seeds for v in self.variants]
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d.pop("source")
+        return d
+
+
+def load_grid(name_or_path: str | os.PathLike) -> Grid:
+    """A grid by name (``GRIDS_DIR/<name>.json``) or from a JSON file; errors name the file and the problem."""
+    path = Path(name_or_path).expanduser()
+    if not path.is_file():
+        path = GRIDS_DIR / f"{name_or_path}.json"
+    if not path.is_file():
+        known = ", ".join(sorted(p.stem for p in GRIDS_DIR.glob("*.json")))
+        raise FileNotFoundError(f"no grid {name_or_path!r} (a JSON file, or one of: {known})")
+    try:
+        data = json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{path}: not valid JSON ({exc})") from exc
+    known_fields = {f.name for f in dataclasses.fields(Grid)} - {"source"}
+    unknown = set(data) - known_fields
+    if unknown:
+        raise ValueError(f"{path}: unknown grid fields {sorted(unknown)} (known: {', '.join(sorted(known_fields))})")
+    return Grid(**data, source=str(path))
+
+
+# ---------------------------------------------------------------------------------------------------- records
+def _write_json(path: Path, data: dict[str, Any]) -> None:
+    """Atomic JSON write (temporary file, then rename): a crash never leaves half a record."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.write_text(json.dumps(data, indent=1, sort_keys=False) + "\n")
+    os.replace(tmp, path)
+
+
+def _comparable(config: dict[str, Any]) -> dict[str, Any]:
+    config = json.loads(json.dumps(config))  # tuples -> lists, as the JSON records hold them
+    return {k: v for k, v in config.items() if k not in _MACHINERY}
+
+
+def machine() -> dict[str, Any]:
+    """Where a run executed (for the report): processor, cores, threads, torch version."""
+    import torch
+
+    return {
+        "platform": platform.platform(),
+        "processor": platform.processor() or platform.machine(),
+        "cpu_count": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+    }
+
+
+# ---------------------------------------------------------------------------------------------------- evaluation
+def _val_point(model: Any, dataset: Any, gt: Sequence[Any]) -> dict[str, float | None]:
+    from rssd.evaluate import evaluate_predictions, predict
+
+    preds = predict(model, dataset, progress=False)
+    full = evaluate_predictions(preds, gt)
+    crowd = evaluate_predictions(preds, gt, subset="crowd", crowd_protocol="remove", mr_class=None)
+    return {
+        "val_mAP": full.mAP,
+        "val_crowd_mAP": crowd.mAP,
+        "val_mr_person": full.miss_rate.lamr if full.miss_rate is not None else None,
+    }
+
+
+def _error_kinds(dataset: Any, preds: Any, score: float) -> dict[str, int]:
+    """Error kinds (and missed objects) of the detections scoring ``>= score`` on the images with crowd objects."""
+    from rssd.data.crowd import crowd_mask
+    from rssd.evaluate import ERROR_KINDS, classify_detections
+
+    counts = dict.fromkeys([*ERROR_KINDS, "missed"], 0)
+    images = 0
+    for i, out in enumerate(preds.outputs):
+        target = dataset[i][1]
+        gt_boxes = np.asarray(target["boxes"], np.float64).reshape(-1, 4)
+        gt_labels = np.asarray(target["labels"]).reshape(-1)
+        if not np.asarray(crowd_mask(gt_boxes, gt_labels)).any():
+            continue
+        images += 1
+        keep = np.asarray(out["scores"]) >= score
+        kinds = classify_detections(
+            np.asarray(out["boxes"])[keep], np.asarray(out["scores"])[keep], np.asarray(out["labels"])[keep],
+            gt_boxes, gt_labels,
+        )  # fmt: skip
+        for k in kinds:
+            counts[k] += 1
+        # missed: non-difficult objects that no detection of their class reaches with IoU >= 0.5
+        difficult = np.asarray(target["difficult"], bool).reshape(-1)
+        found = int(sum(k == "tp" for k in kinds))
+        counts["missed"] += max(int((~difficult).sum()) - found, 0)
+    counts["images"] = images
+    return counts
+
+
+def evaluate_run(model: Any, grid: Grid, dataset: Any, gt: Sequence[Any] | None = None) -> dict[str, Any]:
+    """Everything the crowd experiment measures on one model and one split (see the module docstring)."""
+    from rssd.detect import DetectConfig
+    from rssd.evaluate import OCCLUSION_SUBSETS, evaluate_predictions, ground_truth_of, predict_many
+
+    gt = ground_truth_of(dataset) if gt is None else gt
+    sweep = [float(t) for t in grid.nms_sweep]
+    preds_by_nms = predict_many(model, dataset, [DetectConfig(nms_iou=t) for t in sweep], progress=False)
+    preds = preds_by_nms[sweep.index(grid.nms_iou)]
+
+    def lamr(result: Any) -> float | None:
+        return result.miss_rate.lamr if result.miss_rate is not None else None
+
+    full = evaluate_predictions(preds, gt)
+    out: dict[str, Any] = {
+        "mAP": full.mAP,
+        "ap": full.ap,
+        "mr_person": lamr(full),
+        "images_per_s": preds.images_per_s,
+        "num_images": len(dataset),
+    }
+    for protocol in ("remove", "ignore"):
+        r = evaluate_predictions(preds, gt, subset="crowd", crowd_protocol=protocol)
+        out[f"crowd_{protocol}"] = {"mAP": r.mAP, "ap": r.ap, "mr_person": lamr(r), "npos": r.to_json()["npos"]}
+    levels = {}
+    for level in OCCLUSION_SUBSETS:
+        r = evaluate_predictions(preds, gt, subset=level, min_height=grid.min_height)
+        levels[level] = {"mAP": r.mAP, "ap": r.ap, "mr_person": lamr(r), "npos": r.to_json()["npos"]}
+    out["occlusion"] = levels
+    out["nms_sweep"] = []
+    for t, p in zip(sweep, preds_by_nms, strict=True):
+        r = evaluate_predictions(p, gt)
+        c = evaluate_predictions(p, gt, subset="crowd", crowd_protocol="remove", mr_class=None)
+        out["nms_sweep"].append({"nms_iou": t, "mAP": r.mAP, "crowd_remove_mAP": c.mAP, "mr_person": lamr(r)})
+    out["error_kinds"] = _error_kinds(dataset, preds, grid.error_score)
+    out["error_score"] = grid.error_score
+    return out
+
+
+# ---------------------------------------------------------------------------------------------------- running
+def _result_path(results_dir: Path, variant: str, seed: int) -> Path:
+    return results_dir / "runs" / f"{variant}-s{seed}.json"
+
+
+def _checkpoint_iteration(path: Path) -> int:
+    if not path.is_file():
+        return 0
+    from rssd.train import load_checkpoint
+
+    return int(load_checkpoint(path)["iteration"])
+
+
+def run_one(
+    grid: Grid,
+    variant: str,
+    seed: int,
+    results_dir: str | os.PathLike,
+    runs_dir: str | os.PathLike = "runs/experiments",
+    *,
+    progress: bool = False,
+    log: Callable[[str], None] = print,
+) -> dict[str, Any]:
+    """Train (or resume) and evaluate run ``(variant, seed)``; returns its record (also written as JSON).
+
+    Raises:
+        ValueError: the run's JSON was made with another configuration (delete it to run again).
+    """
+    from rssd.evaluate import ground_truth_of
+    from rssd.train import fit, load_model
+
+    results_dir = Path(results_dir)
+    path = _result_path(results_dir, variant, seed)
+    config = grid.train_config(variant, seed, runs_dir)
+    tag = f"[{grid.name} {variant} s{seed}]"
+    if path.is_file():
+        record = json.loads(path.read_text())
+        if _comparable(record["config"]) != _comparable(config.to_dict()):
+            raise ValueError(
+                f"{path} was made with another configuration than grid {grid.name!r} gives now; "
+                f"delete it (and {config.run_dir}) to run it again"
+            )
+        if record.get("status") == "done":
+            log(f"{tag} done already: test mAP {record['test']['mAP']:.4f}")
+            return record
+    else:
+        record = {
+            "grid": grid.name, "variant": variant, "seed": int(seed), "status": "running",
+            "config": config.to_dict(), "synth": dataclasses.asdict(grid.synth_config()), "curve": [],
+            "train_seconds": 0.0, "notes": [],
+        }  # fmt: skip
+    record["machine"] = machine()
+    train, val = grid.dataset(seed, "train"), grid.dataset(seed, "val")
+    val_gt = ground_truth_of(val)
+    last = config.run_dir / "last.pt"
+    stops = list(range(grid.eval_every, config.iterations + 1, grid.eval_every))
+    if not stops or stops[-1] != config.iterations:
+        stops.append(config.iterations)
+    seen = {int(p["iteration"]) for p in record["curve"]}
+    model = None
+    for stop in stops:
+        if stop in seen:
+            continue
+        at = _checkpoint_iteration(last)
+        if at > stop:  # trained past this point before its curve point was written (a crash in between)
+            record["notes"].append(f"validation point {stop} lost: the checkpoint was already at {at}")
+            continue
+        if at < stop:
+            t0 = time.perf_counter()
+            model = fit(config, resume=last if at > 0 else None, until=stop, dataset=train, progress=progress).model
+            record["train_seconds"] += time.perf_counter() - t0
+        else:
+            model = load_model(last)[0]
+        point = {"iteration": stop, **_val_point(model, val, val_gt)}
+        record["curve"].append(point)
+        record["curve"].sort(key=lambda p: p["iteration"])
+        _write_json(path, record)
+        log(
+            f"{tag} {stop}/{config.iterations}: val mAP {point['val_mAP']:.4f}, crowd {point['val_crowd_mAP']:.4f} "
+            f"({record['train_seconds'] / 60:.1f} min of training)"
+        )
+    if model is None:
+        model = load_model(last)[0]
+    record["train_log"] = _read_log(config.run_dir / "log.csv")
+    t0 = time.perf_counter()
+    record["test"] = evaluate_run(model, grid, grid.dataset(seed, "test"))
+    record["test_seconds"] = time.perf_counter() - t0
+    record["status"] = "done"
+    _write_json(path, record)
+    log(f"{tag} test mAP {record['test']['mAP']:.4f}, crowd (remove) {record['test']['crowd_remove']['mAP']:.4f}")
+    return record
+
+
+def _read_log(path: Path) -> list[dict[str, float]]:
+    import csv
+
+    if not path.is_file():
+        return []
+    with open(path, newline="") as f:
+        return [{k: float(v) for k, v in row.items()} for row in csv.DictReader(f)]
+
+
+def run_grid(
+    grid: Grid,
+    results_dir: str | os.PathLike,
+    runs_dir: str | os.PathLike = "runs/experiments",
+    *,
+    shard: tuple[int, int] = (0, 1),
+    variants: Sequence[str] | None = None,
+    seeds: Sequence[int] | None = None,
+    progress: bool = False,
+    log: Callable[[str], None] = print,
+) -> list[dict[str, Any]]:
+    """Run every ``(variant, seed)`` of the grid that is this shard's (``k % n == i``), then :func:`summarize`."""
+    i, n = shard
+    if not 0 <= i < n:
+        raise ValueError(f"shard {i}/{n}: expected 0 <= i < n")
+    results_dir = Path(results_dir)
+    results_dir.mkdir(parents=True, exist_ok=True)
+    _write_json(results_dir / "grid.json", grid.to_dict())
+    records = []
+    for k, (variant, seed) in enumerate(grid.runs()):
+        if k % n != i or (variants and variant not in variants) or (seeds is not None and seed not in seeds):
+            continue
+        records.append(run_one(grid, variant, seed, results_dir, runs_dir, progress=progress, log=log))
+        summarize(results_dir)
+    return records
+
+
+# ---------------------------------------------------------------------------------------------------- report
+#: The summary's columns: (label, path into a run's ``test`` record, lower is better).
+HEADLINE: tuple[tuple[str, tuple[str, ...], bool], ...] = (
+    ("AP50 all", ("mAP",), False),
+    ("crowd, remove", ("crowd_remove", "mAP"), False),
+    ("crowd, ignore", ("crowd_ignore", "mAP"), False),
+    ("MR^-2 person", ("mr_person",), True),
+    ("person AP reasonable", ("occlusion", "reasonable", "ap", "person"), False),
+    ("person AP heavy", ("occlusion", "heavy", "ap", "person"), False),
+    ("MR^-2 reasonable", ("occlusion", "reasonable", "mr_person"), True),
+    ("MR^-2 heavy", ("occlusion", "heavy", "mr_person"), True),
+)
+
+
+def _get(d: Any, keys: Sequence[str]) -> float | None:
+    for k in keys:
+        if not isinstance(d, dict) or k not in d:
+            return None
+        d = d[k]
+    return None if d is None else float(d)
+
+
+def _stats(values: Sequence[float | None]) -> dict[str, Any]:
+    v = np.asarray([x for x in values if x is not None], np.float64)
+    if v.size == 0:
+        return {"mean": None, "std": None, "n": 0, "values": []}
+    return {
+        "mean": float(v.mean()), "std": float(v.std(ddof=1)) if v.size > 1 else None, "n": int(v.size),
+        "values": [float(x) for x in v],
+    }  # fmt: skip
+
+
+def load_records(results_dir: str | os.PathLike) -> list[dict[str, Any]]:
+    """Every run record under ``results_dir/runs`` (finished or not), sorted by variant and seed."""
+    paths = sorted((Path(results_dir) / "runs").glob("*.json"))
+    return sorted((json.loads(p.read_text()) for p in paths), key=lambda r: (r["variant"], r["seed"]))
+
+
+def summarize(results_dir: str | os.PathLike) -> dict[str, Any]:
+    """Write ``summary.json`` and ``results.md`` from the finished runs: mean ± sample std over seeds per variant."""
+    results_dir = Path(results_dir)
+    grid_file = results_dir / "grid.json"
+    grid = json.loads(grid_file.read_text()) if grid_file.is_file() else {}
+    records = load_records(results_dir)
+    done = [r for r in records if r.get("status") == "done"]
+    order = list(grid.get("variants", {})) or sorted({r["variant"] for r in records})
+    variants: dict[str, Any] = {}
+    for v in order:
+        rs = [r for r in done if r["variant"] == v]
+        if not rs:
+            continue
+        entry: dict[str, Any] = {"seeds": [r["seed"] for r in rs]}
+        for label, keys, _ in HEADLINE:
+            entry[label] = _stats([_get(r["test"], keys) for r in rs])
+        entry["nms_sweep"] = {
+            str(p["nms_iou"]): {
+                m: _stats([_get(r["test"]["nms_sweep"][j], (m,)) for r in rs])
+                for m in ("mAP", "crowd_remove_mAP", "mr_person")
+            }
+            for j, p in enumerate(rs[0]["test"]["nms_sweep"])
+        }
+        entry["occlusion"] = {
+            level: {m: _stats([_get(r["test"], ("occlusion", level, *k)) for r in rs])
+                    for m, k in (("person_ap", ("ap", "person")), ("mr_person", ("mr_person",)))}
+            for level in rs[0]["test"]["occlusion"]
+        }  # fmt: skip
+        entry["error_kinds"] = {
+            k: _stats([r["test"]["error_kinds"].get(k) for r in rs]) for k in rs[0]["test"]["error_kinds"]
+        }
+        entry["train_minutes"] = _stats([r["train_seconds"] / 60 for r in rs])
+        variants[v] = entry
+    summary = {
+        "grid": grid.get("name"),
+        "runs_done": len(done),
+        "runs_total": len(grid.get("variants", {})) * len(grid.get("seeds", [])) or len(records),
+        "variants": variants,
+        "machine": done[0]["machine"] if done else None,
+    }
+    _write_json(results_dir / "summary.json", summary)
+    (results_dir / "results.md").write_text(_markdown(summary, grid))
+    return summary
+
+
+def _fmt(s: dict[str, Any], scale: float = 100.0) -> str:
+    if s["mean"] is None:
+        return "-"
+    if s["std"] is None:
+        return f"{scale * s['mean']:.1f} (n=1)"
+    return f"{scale * s['mean']:.1f} ± {scale * s['std']:.1f}"
+
+
+def _markdown(summary: dict[str, Any], grid: dict[str, Any]) -> str:
+    name = summary["grid"] or "?"
+    lines = [
+        f"# Crowd experiment `{name}`",
+        "",
+        grid.get("description", ""),
+        "",
+        f"Reproduce: `rssd experiment crowd --grid {name} --results doc/results/{name}` "
+        f"({summary['runs_done']} of {summary['runs_total']} runs finished).",
+        "",
+        "Test split, VOC07 11-point AP at IoU 0.5 and MR^-2, in %: mean ± sample standard deviation over seeds "
+        f"(NMS IoU {grid.get('nms_iou', 0.45)}; occlusion levels with boxes >= {grid.get('min_height', 50)} px).",
+        "",
+        "| variant | seeds | " + " | ".join(label for label, _, _ in HEADLINE) + " | train min |",
+        "| --- | --- | " + " | ".join("---" for _ in HEADLINE) + " | --- |",
+    ]
+    for v, e in summary["variants"].items():
+        cells = [_fmt(e[label]) for label, _, _ in HEADLINE]
+        tm = e["train_minutes"]
+        lines.append(f"| `{v}` | {len(e['seeds'])} | " + " | ".join(cells) + f" | {tm['mean']:.1f} |")
+    lines += ["", "Error kinds on the test images with crowd objects (detections with score >= "
+              f"{grid.get('error_score', 0.3)}; mean over seeds):", ""]  # fmt: skip
+    kinds = next(iter(summary["variants"].values()), {}).get("error_kinds", {})
+    lines.append("| variant | " + " | ".join(kinds) + " |")
+    lines.append("| --- | " + " | ".join("---" for _ in kinds) + " |")
+    for v, e in summary["variants"].items():
+        lines.append(f"| `{v}` | " + " | ".join(f"{e['error_kinds'][k]['mean']:.0f}" for k in kinds) + " |")
+    m = summary.get("machine") or {}
+    lines += ["", f"Machine: {m.get('processor', '?')}, {m.get('cpu_count', '?')} cores, torch {m.get('torch', '?')}"
+              f" ({m.get('torch_threads', '?')} threads per run).", ""]  # fmt: skip
+    return "\n".join(lines)
+
+
+def plot_results(results_dir: str | os.PathLike, out_dir: str | os.PathLike | None = None) -> list[Path]:
+    """Draw ``learning_curves.png``, ``occlusion.png`` and ``nms_sweep.png`` from the run records."""
+    import matplotlib
+
+    if "MPLBACKEND" not in os.environ:
+        matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    results_dir = Path(results_dir)
+    out = Path(out_dir) if out_dir is not None else results_dir
+    out.mkdir(parents=True, exist_ok=True)
+    records = load_records(results_dir)
+    summary = summarize(results_dir)
+    variants = list(dict.fromkeys(r["variant"] for r in records))
+    colours = {v: plt.cm.tab10(k % 10) for k, v in enumerate(variants)}
+    written = []
+
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4))
+    for r in records:
+        c = colours[r["variant"]]
+        its = [p["iteration"] for p in r["curve"]]
+        label = r["variant"] if r["seed"] == min(x["seed"] for x in records if x["variant"] == r["variant"]) else None
+        axes[0].plot(its, [p["val_mAP"] for p in r["curve"]], "-o", ms=3, color=c, label=label, alpha=0.8)
+        axes[1].plot(its, [p["val_crowd_mAP"] for p in r["curve"]], "-o", ms=3, color=c, alpha=0.8)
+        log = r.get("train_log") or []
+        if log:
+            axes[2].plot([x["iteration"] for x in log], [x["total"] for x in log], color=c, alpha=0.6, lw=0.8)
+    axes[0].set(title="validation AP50, all objects", xlabel="iteration", ylabel="mAP")
+    axes[1].set(title="validation AP50, crowd subset (remove)", xlabel="iteration")
+    axes[2].set(title="training loss (total)", xlabel="iteration", yscale="log")
+    axes[0].legend(fontsize=8)
+    fig.tight_layout()
+    written.append(out / "learning_curves.png")
+    fig.savefig(written[-1], dpi=110)
+    plt.close(fig)
+
+    entries = summary["variants"]
+    if entries:
+        levels = list(next(iter(entries.values()))["occlusion"])
+        fig, axes = plt.subplots(1, 2, figsize=(12, 4))
+        width = 0.8 / len(entries)
+        for j, (v, e) in enumerate(entries.items()):
+            for ax, metric in zip(axes, ("person_ap", "mr_person"), strict=True):
+                means = [100 * (e["occlusion"][lv][metric]["mean"] or 0) for lv in levels]
+                errs = [100 * (e["occlusion"][lv][metric]["std"] or 0) for lv in levels]
+                ax.bar(np.arange(len(levels)) + j * width, means, width, yerr=errs, capsize=2, label=v,
+                       color=colours.get(v))  # fmt: skip
+        for ax, title in zip(axes, ("person AP50 by occlusion level (%)", "person MR^-2 by occlusion level (%)"),
+                             strict=True):  # fmt: skip
+            ax.set_xticks(np.arange(len(levels)) + width * (len(entries) - 1) / 2, levels)
+            ax.set_title(title)
+        axes[0].legend(fontsize=8)
+        fig.tight_layout()
+        written.append(out / "occlusion.png")
+        fig.savefig(written[-1], dpi=110)
+        plt.close(fig)
+
+        fig, axes = plt.subplots(1, 3, figsize=(15, 4))
+        for v, e in entries.items():
+            ts = sorted(e["nms_sweep"], key=float)
+            for ax, metric in zip(axes, ("mAP", "crowd_remove_mAP", "mr_person"), strict=True):
+                mean = np.array([100 * (e["nms_sweep"][t][metric]["mean"] or math.nan) for t in ts])
+                std = np.array([100 * (e["nms_sweep"][t][metric]["std"] or 0) for t in ts])
+                x = [float(t) for t in ts]
+                ax.plot(x, mean, "-o", ms=3, label=v, color=colours.get(v))
+                ax.fill_between(x, mean - std, mean + std, alpha=0.15, color=colours.get(v))
+        for ax, title in zip(axes, ("AP50 all (%)", "AP50 crowd subset, remove (%)", "MR^-2 person (%)"), strict=True):
+            ax.set(title=title, xlabel="NMS IoU threshold")
+        axes[0].legend(fontsize=8)
+        fig.tight_layout()
+        written.append(out / "nms_sweep.png")
+        fig.savefig(written[-1], dpi=110)
+        plt.close(fig)
+    return written

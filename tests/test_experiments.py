@@ -1,0 +1,118 @@
+"""The crowd experiment on a tiny grid: records, resume, skip, summary, plots, CLI, grid validation."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from rssd.experiments.crowd import Grid, load_grid, run_grid, run_one, summarize
+
+TINY = {
+    "name": "tiny",
+    "num_images": 30,
+    "test_fraction": 0.2,
+    "synth": {"size": 160},
+    "base": {"model": "ssd-mini", "iterations": 4, "batch_size": 2, "lr": 0.01, "warmup_iterations": 1,
+             "workers": 0, "log_every": 1},
+    "variants": {"ssd": {"loss": "ssd"}, "repgt": {"loss": "repgt"}},
+    "seeds": [0],
+    "eval_every": 2,
+    "min_height": 8.0,
+}  # fmt: skip
+
+
+@pytest.fixture()
+def tiny_grid(tmp_path):
+    path = tmp_path / "tiny.json"
+    path.write_text(json.dumps(TINY))
+    return load_grid(path)
+
+
+def test_named_grid_is_valid():
+    grid = load_grid("crowd-cpu")
+    assert set(grid.variants) >= {"ssd", "repgt", "repgt-sigma0", "repgt+repbox"}
+    assert len(grid.seeds) >= 3
+    cfg = grid.train_config("repgt+repbox", 1)
+    assert (cfg.loss, cfg.alpha, cfg.beta, cfg.sigma_box, cfg.seed, cfg.name) == ("repgt+repbox", 0.5, 0.5, 0.0, 1,
+                                                                                 "repgt+repbox-s1")  # fmt: skip
+    assert grid.synth_config().size == 160
+    # seed-major order: every variant's first seed before any second seed
+    assert grid.runs()[: len(grid.variants)] == [(v, grid.seeds[0]) for v in grid.variants]
+
+
+def test_bad_grids_name_the_file_and_the_problem(tmp_path):
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps({**TINY, "colour": "red"}))
+    with pytest.raises(ValueError, match=r"bad\.json.*colour"):
+        load_grid(bad)
+    bad.write_text(json.dumps({**TINY, "variants": {"x": {"loss": "nope"}}}))
+    with pytest.raises(ValueError, match=r"bad\.json.*variant 'x'.*loss"):
+        load_grid(bad)
+    bad.write_text("{")
+    with pytest.raises(ValueError, match="not valid JSON"):
+        load_grid(bad)
+    with pytest.raises(FileNotFoundError, match="crowd-cpu"):
+        load_grid("no-such-grid")
+    with pytest.raises(ValueError, match="nms_iou"):
+        Grid(**{**TINY, "nms_iou": 0.33})
+
+
+def test_tiny_grid_runs_resumes_and_skips(tiny_grid, tmp_path):
+    results, runs = tmp_path / "results", tmp_path / "runs"
+    lines: list[str] = []
+    records = run_grid(tiny_grid, results, runs, log=lines.append)
+    assert [r["status"] for r in records] == ["done", "done"]
+    rec = json.loads((results / "runs" / "repgt-s0.json").read_text())
+    assert [p["iteration"] for p in rec["curve"]] == [2, 4]
+    test = rec["test"]
+    assert 0.0 <= test["mAP"] <= 1.0
+    assert set(test["occlusion"]) == {"reasonable", "bare", "partial", "heavy", "heavy-cp"}
+    assert [p["nms_iou"] for p in test["nms_sweep"]] == tiny_grid.nms_sweep
+    assert test["error_kinds"]["images"] > 0
+    assert len(rec["train_log"]) == 4  # log_every 1: one row per iteration, across the two resumed chunks
+
+    # a finished run is not redone
+    lines.clear()
+    run_one(tiny_grid, "ssd", 0, results, runs, log=lines.append)
+    assert lines == [f"[tiny ssd s0] done already: test mAP {records[0]['test']['mAP']:.4f}"]
+
+    # an interrupted run (record with one curve point, checkpoint at 2) resumes from its checkpoint
+    rec["status"], rec["curve"] = "running", rec["curve"][:1]
+    rec.pop("test")
+    (results / "runs" / "repgt-s0.json").write_text(json.dumps(rec))
+    ckpt_dir = runs / "tiny" / "repgt-s0"
+    (ckpt_dir / "last.pt").unlink()
+    (ckpt_dir / "ckpt_0000002.pt").rename(ckpt_dir / "last.pt")
+    again = run_one(tiny_grid, "repgt", 0, results, runs, log=lines.append)
+    assert again["status"] == "done" and [p["iteration"] for p in again["curve"]] == [2, 4]
+    # exact resume: the same test result as the straight run
+    assert again["test"]["mAP"] == pytest.approx(records[1]["test"]["mAP"], abs=1e-12)
+
+    summary = summarize(results)
+    assert summary["runs_done"] == 2 and list(summary["variants"]) == ["ssd", "repgt"]
+    assert summary["variants"]["ssd"]["AP50 all"]["n"] == 1
+    table = (results / "results.md").read_text()
+    assert "| `repgt` | 1 |" in table and "rssd experiment crowd --grid tiny" in table
+
+
+def test_changed_configuration_is_refused(tiny_grid, tmp_path):
+    results, runs = tmp_path / "results", tmp_path / "runs"
+    run_one(tiny_grid, "ssd", 0, results, runs, log=lambda s: None)
+    changed = Grid(**{**TINY, "base": {**TINY["base"], "lr": 0.02}})
+    with pytest.raises(ValueError, match="another configuration"):
+        run_one(changed, "ssd", 0, results, runs, log=lambda s: None)
+
+
+def test_cli_report_writes_plots(tiny_grid, tmp_path, capsys):
+    from rssd.cli import main
+
+    results, runs = tmp_path / "results", tmp_path / "runs"
+    grid_file = tmp_path / "tiny.json"
+    assert main(["experiment", "crowd", "--grid", str(grid_file), "--results", str(results), "--runs", str(runs),
+                 "--variants", "ssd", "--threads", "1"]) == 0  # fmt: skip
+    out = capsys.readouterr().out
+    assert "1 of 2 runs done" in out
+    for name in ("learning_curves.png", "occlusion.png", "nms_sweep.png", "summary.json", "results.md"):
+        assert (results / name).is_file(), name
+    assert main(["experiment", "crowd", "--grid", str(grid_file), "--results", str(results), "--shard", "x"]) == 2
