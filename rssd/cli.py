@@ -192,7 +192,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
         raise SystemExit("rssd evaluate: --voc-root and --results are required")
     metric = args.metric or ("voc07" if str(args.year) in ("2007", "07") else "all-point")
     if metric == "coco" and args.subset != "all":
-        raise SystemExit("rssd evaluate: --subset crowd is scored with the VOC metrics only (drop --metric coco)")
+        raise SystemExit("rssd evaluate: --subset is scored with the VOC metrics only (drop --metric coco)")
     try:
         t0 = time.perf_counter()
         annotations = load_voc_annotations(args.voc_root, args.year, args.split)
@@ -209,7 +209,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
         else:
             result = evaluate_voc(
                 annotations, detections, classes, metric=metric, subset=args.subset,
-                crowd_protocol=args.crowd_protocol, mr_class=args.mr_class,
+                crowd_protocol=args.crowd_protocol, mr_class=args.mr_class, min_height=args.min_height,
             )  # fmt: skip
     except (FileNotFoundError, VOCFormatError, ValueError) as e:
         print(f"rssd evaluate: {e}", file=sys.stderr)
@@ -247,7 +247,7 @@ def _evaluate_checkpoint(args: argparse.Namespace) -> int:
             raise ValueError(f"{spec} has classes {list(dataset.classes)}, the checkpoint {ckpt['classes']}")
         metric = args.metric or ("coco" if spec.startswith("coco:") else "all-point" if ":2012" in spec else "voc07")
         if metric == "coco" and args.subset != "all":
-            raise ValueError("--subset crowd is scored with the VOC metrics only (drop --metric coco)")
+            raise ValueError("--subset is scored with the VOC metrics only (drop --metric coco)")
         predictions = predict(model, dataset, batch_size=args.batch_size)
         if metric == "coco":
             from rssd.coco_eval import coco_ground_truth_of, coco_results, evaluate_coco
@@ -258,7 +258,7 @@ def _evaluate_checkpoint(args: argparse.Namespace) -> int:
         else:
             result = evaluate_predictions(
                 predictions, ground_truth_of(dataset), metric=metric, subset=args.subset,
-                crowd_protocol=args.crowd_protocol, mr_class=args.mr_class,
+                crowd_protocol=args.crowd_protocol, mr_class=args.mr_class, min_height=args.min_height,
             )  # fmt: skip
     except (FileNotFoundError, ValueError, KeyError) as e:
         print(f"rssd evaluate: {e}", file=sys.stderr)
@@ -304,7 +304,16 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
         help="VOC's 11-point AP (default for 2007), all-point AP (other years), or COCO's metrics with pycocotools "
         "(AP@[.5:.95], AP50, AP75, AP/AR by size; the default for coco: datasets)",
     )  # fmt: skip
-    scoring.add_argument("--subset", choices=["all", "crowd"], default="all", help="all objects or the crowd subset")
+    scoring.add_argument(
+        "--subset", choices=["all", "crowd", "reasonable", "bare", "partial", "heavy", "heavy-cp"], default="all",
+        help="all objects, the crowd subset, or an occlusion level for data with a visible fraction per object "
+        "(CityPersons: reasonable v >= 0.65, bare v >= 0.9, partial 0.65-0.9, heavy < 0.65, heavy-cp 0.2-0.65; "
+        "the others are ignored)",
+    )  # fmt: skip
+    scoring.add_argument(
+        "--min-height", type=float, default=50.0,
+        help="occlusion levels: smallest box height in pixels (CityPersons: 50; default 50)",
+    )  # fmt: skip
     scoring.add_argument(
         "--crowd-protocol", choices=["remove", "ignore"], default="remove",
         help="crowd subset: delete non-crowd objects (remove) or treat them as difficult (ignore)",

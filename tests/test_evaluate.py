@@ -574,3 +574,57 @@ def test_cli_data_needs_a_checkpoint(tmp_path: Path) -> None:
     # --checkpoint mode itself is tested in test_inference.py
     with pytest.raises(SystemExit, match="--data goes with --checkpoint"):
         main(["evaluate", "--data", "synth"])
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# Occlusion levels (CityPersons-style subsets)
+
+
+def occlusion_case():
+    """Four people, visible 0.95 / 0.8 / 0.4 / 0.1, the last one only 30 px tall; one detection on each."""
+    boxes = [[1, 1, 60, 100], [101, 1, 160, 100], [201, 1, 260, 100], [301, 1, 330, 30]]
+    records = [GTRecord("i", np.array(boxes, float), ("person",) * 4, [False] * 4, [0.95, 0.8, 0.4, 0.1])]
+    d = dets([("i", 0.9 - 0.1 * k, b) for k, b in enumerate(boxes)] + [("i", 0.1, [500, 500, 560, 600])])
+    return records, d
+
+
+def test_occlusion_subset_ignores_objects_outside_the_level() -> None:
+    from rssd.evaluate import OCCLUSION_SUBSETS, occlusion_subset
+
+    records, d = occlusion_case()
+    diff = {lv: occlusion_subset(records, lv, min_height=50)[0].difficult.tolist() for lv in OCCLUSION_SUBSETS}
+    assert diff["reasonable"] == [False, False, True, True]
+    assert diff["bare"] == [False, True, True, True]
+    assert diff["partial"] == [True, False, True, True]
+    assert diff["heavy"] == [True, True, False, True]  # the 0.1-visible one is only 30 px tall
+    assert occlusion_subset(records, "heavy", min_height=20)[0].difficult.tolist() == [True, True, False, False]
+    assert occlusion_subset(records, "heavy-cp", min_height=20)[0].difficult.tolist() == [True, True, False, True]
+    # partial: detections 0, 2, 3 land on ignored people (neither TP nor FP); 1 is the TP; the far one an FP
+    r = evaluate_voc(records, {"person": d}, subset="partial", min_height=50)
+    m = r.matches["person"]
+    assert m.ignored.tolist() == [True, False, True, True, False] and m.npos == 1
+    assert m.tp.tolist() == [False, True, False, False, False] and m.fp.tolist() == [False] * 4 + [True]
+    assert r.ap["person"] == pytest.approx(1.0) and r.subset == "partial"
+    # the false positive comes after full recall: at every FPPI point (1 image) recall is 1 -> MR^-2 = 1e-10 floor
+    assert r.miss_rate is not None and r.miss_rate.lamr == pytest.approx(1e-10)
+
+
+def test_occlusion_subset_needs_visibility_and_known_levels() -> None:
+    from rssd.evaluate import occlusion_subset
+
+    records = [rec("img7", [G1], ["person"])]
+    with pytest.raises(ValueError, match=r"image img7: no visible fraction"):
+        occlusion_subset(records, "heavy")
+    with pytest.raises(ValueError, match="unknown occlusion level"):
+        occlusion_subset(occlusion_case()[0], "moderate")
+    with pytest.raises(ValueError, match="unknown subset"):
+        evaluate_voc(records, {}, subset="moderate")
+    with pytest.raises(ValueError, match="1 boxes, 2 visible"):
+        GTRecord("x", np.array([G1], float), ("a",), [False], [0.5, 0.5])
+
+
+def test_gt_from_targets_carries_visibility() -> None:
+    targets = [{"image_id": "a", "boxes": torch.tensor([[0.0, 0.0, 10.0, 20.0]]), "labels": torch.tensor([1]),
+                "visible": np.array([0.5], np.float32)}]  # fmt: skip
+    (r,) = gt_from_targets(targets, ["person"])
+    assert r.visible.tolist() == [0.5] and r.boxes.tolist() == [[1.0, 1.0, 10.0, 20.0]]
