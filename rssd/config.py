@@ -19,7 +19,8 @@ from typing import Any
 
 __all__ = [
     "TrainConfig", "PRESETS", "LOSSES", "AUGMENTATIONS", "get_config", "run_name", "auto_config",
-    "add_config_arguments", "config_from_args", "expected_fit_seconds", "CPUFallbackWarning",
+    "add_config_arguments", "config_from_args", "expected_fit_seconds", "missing_run_notice",
+    "CPUFallbackWarning",
 ]  # fmt: skip
 
 #: Loss choices: plain SSD, SSD + RepGT, SSD + RepGT + RepBox.
@@ -67,11 +68,13 @@ class TrainConfig:
     sigma_gt: float = 1.0
     sigma_box: float = 0.0
     same_class: bool = True
+    rep_gt: str = "paper"  # one of rssd.losses.REP_GT_MODES: the paper's RepGT, or rssd's "excess" form
     neg_pos_ratio: int = 3
     # machinery
     device: str = "auto"  # "auto": CUDA when available
     amp: bool = True  # bf16 autocast on CUDA (CPU always runs float32)
     channels_last: bool = True  # NHWC activations (faster on CUDA and on CPU)
+    compile: bool = False  # torch.compile the network in fit (first iterations slower while it compiles)
     workers: int = 2
     seed: int = 0
     out_dir: str = "runs"  # checkpoints go to OUT_DIR/NAME
@@ -84,6 +87,8 @@ class TrainConfig:
             self.augment = "ssd" if self.augment else "none"
         if self.augment not in AUGMENTATIONS:
             raise ValueError(f"augment must be one of {', '.join(AUGMENTATIONS)}, got {self.augment!r}")
+        if self.rep_gt not in ("paper", "excess"):
+            raise ValueError(f"rep_gt must be 'paper' or 'excess', got {self.rep_gt!r}")
         if self.loss not in LOSSES:
             raise ValueError(f"loss must be one of {', '.join(LOSSES)}, got {self.loss!r}")
         if self.iterations < 1 or self.batch_size < 1:
@@ -182,7 +187,8 @@ def auto_config(data: str = "auto", loss: str = "repgt", **overrides: Any) -> Tr
     ``ssd-cpu-synth``; an explicit ``voc:...`` spec on a CPU raises ``ValueError`` unless ``iterations`` is given.
     The run is named by :func:`run_name` (``<preset>-<loss>[-seed<k>]``) unless ``name`` is given, the rule
     ``rssd train`` follows too, so that notebooks and the command line find each other's runs.
-    ``iterations`` given without ``warmup_iterations`` / ``checkpoint_every`` / ``log_every`` scales those too.
+    ``iterations`` given without ``warmup_iterations`` / ``checkpoint_every`` / ``log_every`` scales those too (a
+    checkpoint at half the run at the latest, so that even a short run has one to resume from).
     """
     from rssd.data import default_data_spec
 
@@ -209,7 +215,8 @@ def auto_config(data: str = "auto", loss: str = "repgt", **overrides: Any) -> Tr
         n = int(overrides["iterations"])
         base = PRESETS[preset]
         settings.update(
-            warmup_iterations=min(base.warmup_iterations, n // 4), checkpoint_every=min(base.checkpoint_every, n),
+            warmup_iterations=min(base.warmup_iterations, n // 4),
+            checkpoint_every=min(base.checkpoint_every, max(1, n // 2)),  # two checkpoints at least: resumable
             log_every=min(base.log_every, max(1, n // 20)),
         )  # fmt: skip
     settings.update(overrides)
@@ -227,6 +234,28 @@ def expected_fit_seconds(config: TrainConfig) -> float | None:
     device = "cuda" if _has_gpu(config.device) else "cpu"
     rate = MEASURED_IMAGES_PER_S.get((config.model, device))
     return None if rate is None else config.iterations * config.batch_size / rate
+
+
+def missing_run_notice(config: TrainConfig) -> str | None:
+    """None when ``config.run_dir`` holds a ``last.pt``, else a sentence saying what training it costs.
+
+    For notebooks that train a missing run: announce it, with the measured time, before starting it.
+    """
+    if (config.run_dir / "last.pt").is_file():
+        return None
+    seconds = expected_fit_seconds(config)
+    if seconds is None:
+        cost = "no time measured for this preset and device"
+    elif seconds < 90:
+        cost = f"about {seconds:.0f} s on a 2-core CPU (measured)"
+    else:
+        cost = f"about {seconds / 60:.0f} min on a 2-core CPU (measured; the progress bar shows this machine's ETA)"
+    preset = next((p for p in PRESETS if config.name.startswith(p + "-")), None)
+    shell = f" In a shell instead: rssd train --config {preset} --loss {config.loss} --out-dir {config.out_dir}"
+    return (
+        f"{config.name}: no run in {config.run_dir}, training it now: {config.iterations} iterations of "
+        f"{config.batch_size} images, {cost}." + (shell if preset else "")
+    )
 
 
 def _base_type(tp: Any) -> tuple[type, bool]:
@@ -271,7 +300,7 @@ def add_config_arguments(parser: argparse.ArgumentParser) -> None:
                 flag, action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS, help=f"(default {default})"
             )
         else:
-            choices = {"loss": LOSSES, "augment": AUGMENTATIONS}.get(f.name)
+            choices = {"loss": LOSSES, "augment": AUGMENTATIONS, "rep_gt": ("paper", "excess")}.get(f.name)
             shown = ",".join(f"{m:g}" for m in default) if isinstance(default, tuple) else default
             group.add_argument(
                 flag, type=_parser_for(tp, optional), default=argparse.SUPPRESS, choices=choices,

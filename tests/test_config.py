@@ -15,6 +15,7 @@ from rssd.config import (
     config_from_args,
     expected_fit_seconds,
     get_config,
+    missing_run_notice,
     run_name,
 )
 
@@ -67,3 +68,14 @@ def test_expected_fit_seconds() -> None:
     assert expected_fit_seconds(cpu) == pytest.approx(708.0)  # the README's measured 11 min 48 s
     assert expected_fit_seconds(get_config("ssd-cpu-synth", device="cpu", iterations=400)) == pytest.approx(354.0)
     assert expected_fit_seconds(get_config("ssd300-voc0712", device="cpu")) is None
+
+
+def test_missing_run_notice(tmp_path: Path) -> None:
+    name = run_name("ssd-cpu-synth", "ssd")
+    cfg = get_config("ssd-cpu-synth", device="cpu", out_dir=str(tmp_path), loss="ssd", name=name)
+    notice = missing_run_notice(cfg)
+    assert "training it now: 800 iterations of 16 images, about 12 min" in notice
+    assert "rssd train --config ssd-cpu-synth --loss ssd" in notice
+    cfg.run_dir.mkdir()
+    (cfg.run_dir / "last.pt").write_bytes(b"")
+    assert missing_run_notice(cfg) is None
