@@ -13,7 +13,7 @@ ROOT_FLAG := $(if $(filter 0,$(shell id -u)),--allow-root)
 LAB_IP ?= 127.0.0.1
 LAB_PORT ?= 8888
 
-.PHONY: lab test venv check-notebooks lint unit nbval bench clean
+.PHONY: lab test venv check-notebooks lint unit nbval bench gpu-check clean
 
 venv: $(STAMP)
 
@@ -42,6 +42,11 @@ test: check-notebooks lint unit nbval
 
 bench: $(STAMP)
 	for b in benchmarks/bench_*.py; do $(PY) $$b || exit 1; done
+
+# On a GPU server: correctness on CUDA against the CPU, then speed (<= 8 min); JSON in runs/gpu_check.json.
+# Without CUDA it runs at smoke sizes on the CPU (seconds). Pass options with GPU_CHECK_ARGS="--device cuda:1".
+gpu-check: $(STAMP)
+	$(PY) benchmarks/gpu_check.py --out runs/gpu_check.json $(GPU_CHECK_ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis runs

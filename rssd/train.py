@@ -329,6 +329,8 @@ def fit(
     net = model
     if world > 1:
         net = torch.nn.parallel.DistributedDataParallel(model, device_ids=[local_rank] if cuda else None)
+    if config.compile:  # the wrapper only: checkpoints keep the plain module's state_dict keys
+        net = torch.compile(net)
 
     stream = SampleStream(len(base), config.seed, start=start * config.batch_size, rank=rank, world=world)
     loader = DataLoader(
@@ -545,7 +547,7 @@ def load_or_fit(config: TrainConfig, device: str | torch.device = "cpu", **fit_k
     last = config.run_dir / "last.pt"
     if last.is_file():
         model, ckpt = load_model(last, device)
-        machinery = {"device", "workers", "out_dir", "checkpoint_every", "keep_checkpoints", "log_every"}
+        machinery = {"device", "workers", "out_dir", "checkpoint_every", "keep_checkpoints", "log_every", "compile"}
         old = {k: v for k, v in ckpt["config"].items() if k not in machinery}
         new = {k: v for k, v in config.to_dict().items() if k not in machinery}
         if old == new and ckpt["iteration"] == config.iterations:
