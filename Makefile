@@ -13,7 +13,7 @@ ROOT_FLAG := $(if $(filter 0,$(shell id -u)),--allow-root)
 LAB_IP ?= 127.0.0.1
 LAB_PORT ?= 8888
 
-.PHONY: lab test venv check-notebooks lint unit nbval bench gpu-check clean
+.PHONY: lab test venv check-notebooks lint unit nbval bench gpu-check notebooks clean
 
 venv: $(STAMP)
 
@@ -47,6 +47,11 @@ bench: $(STAMP)
 # Without CUDA it runs at smoke sizes on the CPU (seconds). Pass options with GPU_CHECK_ARGS="--device cuda:1".
 gpu-check: $(STAMP)
 	$(PY) benchmarks/gpu_check.py --out runs/gpu_check.json $(GPU_CHECK_ARGS)
+
+# "Run All" of every notebook at full size, headless (papermill): executed copies, PNGs and times.csv in
+# runs/notebooks/. Full size trains for tens of minutes on a CPU; NOTEBOOKS_ARGS="--smoke 01 04" for a quick pass.
+notebooks: $(STAMP)
+	$(PY) tools/run_notebooks.py --out runs/notebooks $(NOTEBOOKS_ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis runs
