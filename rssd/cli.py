@@ -248,7 +248,7 @@ def _evaluate_checkpoint(args: argparse.Namespace) -> int:
         metric = args.metric or ("coco" if spec.startswith("coco:") else "all-point" if ":2012" in spec else "voc07")
         if metric == "coco" and args.subset != "all":
             raise ValueError("--subset is scored with the VOC metrics only (drop --metric coco)")
-        predictions = predict(model, dataset, batch_size=args.batch_size)
+        predictions = predict(model, dataset, batch_size=args.batch_size, config=_detect_config(args, 0.01))
         if metric == "coco":
             from rssd.coco_eval import coco_ground_truth_of, coco_results, evaluate_coco
 
@@ -297,6 +297,7 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
     )  # fmt: skip
     model.add_argument("--batch-size", type=int, default=16, help="images per forward pass (default 16)")
     model.add_argument("--device", default="auto", help="auto (CUDA when available), cpu, cuda:0 ...")
+    _add_nms_arguments(model)
     model.add_argument("--out", metavar="DIR", help="write the result files here (default: next to the checkpoint)")
     scoring = p.add_argument_group("scoring")
     scoring.add_argument(
@@ -323,13 +324,39 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_cmd_evaluate)
 
 
+def _add_nms_arguments(group) -> None:
+    """Post-processing options shared by ``rssd detect`` and ``rssd evaluate --checkpoint`` (``DetectConfig``)."""
+    from rssd.detect import NMS_METHODS
+
+    group.add_argument(
+        "--nms", choices=NMS_METHODS, default="greedy",
+        help="greedy (SSD's), soft-linear / soft-gaussian (Soft-NMS) or diou (DIoU-NMS); default greedy",
+    )  # fmt: skip
+    group.add_argument(
+        "--nms-iou", type=float, default=0.45,
+        help="NMS IoU threshold (greedy, soft-linear; DIoU-NMS's epsilon; default 0.45)",
+    )  # fmt: skip
+    group.add_argument("--soft-sigma", type=float, default=0.5, help="soft-gaussian: scores x exp(-IoU^2 / sigma)")
+    group.add_argument("--diou-beta", type=float, default=1.0, help="diou: exponent of the centre penalty")
+    group.add_argument("--max-detections", type=int, default=200, help="per image or frame (default 200)")
+
+
+def _detect_config(args: argparse.Namespace, score: float):
+    from rssd.detect import DetectConfig
+
+    return DetectConfig(
+        score_threshold=score, nms_iou=args.nms_iou, max_detections=args.max_detections, nms=args.nms,
+        soft_sigma=args.soft_sigma, diou_beta=args.diou_beta,
+    )  # fmt: skip
+
+
 def _cmd_detect(args: argparse.Namespace) -> int:
-    from rssd.detect import DetectConfig, detect_files
+    from rssd.detect import detect_files
     from rssd.train import load_model
 
     try:
         model, ckpt = load_model(args.checkpoint, args.device)
-        config = DetectConfig(score_threshold=args.score, nms_iou=args.nms_iou, max_detections=args.max_detections)
+        config = _detect_config(args, args.score)
         doc = detect_files(model, ckpt["classes"], args.inputs, args.out, config, batch_size=args.batch_size)
     except (FileNotFoundError, ValueError) as e:
         print(f"rssd detect: {e}", file=sys.stderr)
@@ -349,8 +376,7 @@ def _add_detect(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--checkpoint", required=True, metavar="CKPT", help="an rssd training checkpoint")
     p.add_argument("--out", required=True, metavar="DIR", help="annotated images/videos and detections.json")
     p.add_argument("--score", type=float, default=0.5, help="minimum class score (default 0.5)")
-    p.add_argument("--nms-iou", type=float, default=0.45, help="NMS IoU threshold (default 0.45)")
-    p.add_argument("--max-detections", type=int, default=200, help="per image or frame (default 200)")
+    _add_nms_arguments(p)
     p.add_argument("--batch-size", type=int, default=8, help="images or frames per forward pass (default 8)")
     p.add_argument("--device", default="auto", help="auto (CUDA when available), cpu, cuda:0 ...")
     p.set_defaults(func=_cmd_detect)

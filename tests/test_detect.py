@@ -213,3 +213,194 @@ def test_growing_prefix_when_the_best_candidates_are_suppressed() -> None:
         assert as_sets(image[i]) == as_sets(batch[i]) == as_sets(ref[i])
     labels = image[0]["labels"]
     assert (labels == 1).sum() == 1 and (labels > 1).sum() > 10  # found beyond the first prefix
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# Crowd-aware NMS: Soft-NMS (linear, Gaussian) and DIoU-NMS, against naive loops and hand-computed cases
+
+
+def naive_iou(a: list[float], b: list[float]) -> float:
+    iw = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+    ih = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    inter = iw * ih
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
+    return inter / union if union > 0 else 0.0
+
+
+def naive_diou_penalty(a: list[float], b: list[float]) -> float:
+    d2 = ((a[0] + a[2]) / 2 - (b[0] + b[2]) / 2) ** 2 + ((a[1] + a[3]) / 2 - (b[1] + b[3]) / 2) ** 2
+    c2 = (max(a[2], b[2]) - min(a[0], b[0])) ** 2 + (max(a[3], b[3]) - min(a[1], b[1])) ** 2
+    return d2 / c2 if c2 > 0 else 0.0
+
+
+def naive_nms(boxes: list[list[float]], scores: list[float], cfg: DetectConfig) -> list[tuple[int, float]]:
+    """One image, one class, one box at a time: ``[(index, final score)]`` in the order kept."""
+    scores = list(scores)
+    remaining = list(range(len(boxes)))
+    kept = []
+    while remaining:
+        m = max(remaining, key=lambda j: (scores[j], -j))  # best current score; ties: the first
+        kept.append((m, scores[m]))
+        remaining.remove(m)
+        for j in list(remaining):
+            iou = naive_iou(boxes[m], boxes[j])
+            if cfg.nms == "greedy" and iou > cfg.nms_iou:
+                remaining.remove(j)
+            elif cfg.nms == "diou" and iou - naive_diou_penalty(boxes[m], boxes[j]) ** cfg.diou_beta > cfg.nms_iou:
+                remaining.remove(j)
+            elif cfg.nms == "soft-linear" and iou > cfg.nms_iou:
+                scores[j] *= 1 - iou
+            elif cfg.nms == "soft-gaussian":
+                scores[j] *= math.exp(-(iou**2) / cfg.soft_sigma)
+        if cfg.nms.startswith("soft"):
+            remaining = [j for j in remaining if scores[j] > cfg.score_threshold]
+    return kept
+
+
+def naive_detect(loc, conf, priors, cfg: DetectConfig) -> list[set[tuple]]:
+    """The whole post-processing, image by image and class by class, with :func:`naive_nms`."""
+    out = []
+    for i in range(loc.shape[0]):
+        boxes = decode(loc[i], priors, cfg.variances).clamp(0, 1).double()
+        probs = torch.softmax(conf[i], -1)
+        found = []
+        for c in range(1, conf.shape[-1]):
+            cand = [p for p in range(priors.shape[0]) if probs[p, c] > cfg.score_threshold]
+            cand = sorted(cand, key=lambda p: -float(probs[p, c]))[: cfg.top_k]
+            kept = naive_nms([boxes[p].tolist() for p in cand], [float(probs[p, c]) for p in cand], cfg)
+            found += [(c, s, boxes[cand[k]].tolist()) for k, s in kept]
+        found = sorted(found, key=lambda t: -t[1])[: cfg.max_detections]
+        out.append({(c, round(s, 5), tuple(round(v, 4) for v in b)) for c, s, b in found})
+    return out
+
+
+A = [0.0, 0.0, 0.4, 0.2]  # area 0.08
+B = [0.2, 0.0, 0.6, 0.2]  # IoU(A, B) = 0.04 / 0.12 = 1/3; centres 0.2 apart, enclosing 0.6 x 0.2: R = 0.04 / 0.4
+C = [0.1, 0.0, 0.3, 0.2]  # inside A with the same centre: IoU 0.5, R = 0
+
+
+@pytest.mark.parametrize(
+    ("method", "extra", "expected"),
+    [
+        ("greedy", {"nms_iou": 0.3}, [0.9]),  # 1/3 > 0.3: B is deleted
+        ("soft-linear", {"nms_iou": 0.3}, [0.9, 0.8 * (1 - 1 / 3)]),  # decayed to 0.5333
+        ("soft-linear", {"nms_iou": 0.45}, [0.9, 0.8]),  # 1/3 <= 0.45: untouched
+        ("soft-gaussian", {"soft_sigma": 0.5}, [0.9, 0.8 * math.exp(-(1 / 9) / 0.5)]),  # 0.6406
+        ("soft-gaussian", {"soft_sigma": 0.1}, [0.9, 0.8 * math.exp(-(1 / 9) / 0.1)]),  # 0.2636
+        ("diou", {"nms_iou": 0.3}, [0.9, 0.8]),  # 1/3 - 0.1 = 0.233 <= 0.3: side by side, both kept
+        ("diou", {"nms_iou": 0.2}, [0.9]),  # 0.233 > 0.2
+        ("diou", {"nms_iou": 0.3, "diou_beta": 8.0}, [0.9]),  # R^8 ~ 0: greedy again
+    ],
+)
+def test_two_boxes_by_hand(method: str, extra: dict, expected: list[float]) -> None:
+    loc, conf, priors = outputs_for(torch.tensor([A, B]), torch.tensor([[0, 0.9], [0, 0.8]]))
+    cfg = DetectConfig(nms=method, **extra)
+    (det,) = detect(loc, conf, priors, config=cfg)
+    assert det["scores"].tolist() == pytest.approx(expected, abs=1e-6)
+    assert [(k, pytest.approx(s, abs=1e-6)) for k, s in naive_nms([A, B], [0.9, 0.8], cfg)] == list(
+        enumerate(expected)
+    )
+
+
+def test_same_centre_is_suppressed_by_diou_too() -> None:
+    loc, conf, priors = outputs_for(torch.tensor([A, C]), torch.tensor([[0, 0.9], [0, 0.8]]))
+    for method in ("greedy", "diou"):
+        assert len(detect(loc, conf, priors, config=DetectConfig(nms=method, nms_iou=0.45))[0]["scores"]) == 1
+
+
+def test_soft_nms_reorders_and_drops_below_the_threshold() -> None:
+    # Three boxes: A (0.9), B (0.8, IoU 1/3 with A), D (0.6, disjoint). Linear at 0.3: B -> 0.533 stays above D? No:
+    # 0.533 < 0.6, so D comes second and B third. With score_threshold 0.55 the decayed B is dropped.
+    D = [0.7, 0.7, 0.9, 0.9]
+    loc, conf, priors = outputs_for(torch.tensor([A, B, D]), torch.tensor([[0, 0.9], [0, 0.8], [0, 0.6]]))
+    (det,) = detect(loc, conf, priors, config=DetectConfig(nms="soft-linear", nms_iou=0.3))
+    assert det["scores"].tolist() == pytest.approx([0.9, 0.6, 0.8 * 2 / 3], abs=1e-6)
+    assert_close(det["boxes"], torch.tensor([A, D, B]))
+    (det,) = detect(loc, conf, priors, config=DetectConfig(nms="soft-linear", nms_iou=0.3, score_threshold=0.55))
+    assert det["scores"].tolist() == pytest.approx([0.9, 0.6], abs=1e-6)
+
+
+def test_gaussian_decay_accumulates_over_kept_boxes() -> None:
+    # B overlaps A (IoU 1/3) and E (IoU 1/3 too, on its right); A and E are disjoint. B is decayed by A, then E
+    # (which it overlaps) is kept before it and decays it a second time: 0.7 * exp(-1/9 / 0.5)^2.
+    E = [0.4, 0.0, 0.8, 0.2]
+    loc, conf, priors = outputs_for(torch.tensor([A, B, E]), torch.tensor([[0, 0.9], [0, 0.7], [0, 0.65]]))
+    (det,) = detect(loc, conf, priors, config=DetectConfig(nms="soft-gaussian"))
+    g = math.exp(-(1 / 9) / 0.5)
+    assert det["scores"].tolist() == pytest.approx([0.9, 0.65, 0.7 * g * g], abs=1e-6)
+
+
+@pytest.mark.parametrize("method", ["soft-linear", "soft-gaussian", "diou", "greedy"])
+@pytest.mark.parametrize("seed", [0, 1])
+def test_crowd_nms_batched_equals_naive_loops(method: str, seed: int) -> None:
+    gen = torch.Generator().manual_seed(seed)
+    loc, conf, priors = random_outputs(3, 4, gen)
+    cfg = DetectConfig(nms=method, top_k=30, max_detections=25, score_threshold=0.05, nms_iou=0.4)
+    batched = detect(loc, conf, priors, None, cfg)
+    naive = naive_detect(loc, conf, priors, cfg)
+    for i in range(3):
+        alone = detect(loc[i : i + 1], conf[i : i + 1], priors, None, cfg)[0]
+        assert as_sets(batched[i]) == as_sets(alone) == naive[i]
+        assert (batched[i]["scores"][:-1] >= batched[i]["scores"][1:]).all()
+
+
+def test_crowd_nms_keeps_more_neighbours_than_greedy() -> None:
+    # A row of 8 boxes, each overlapping the next by IoU 1/3 (a crowd side by side), all of one class.
+    boxes = torch.tensor([[0.1 * k, 0.0, 0.1 * k + 0.2, 0.2] for k in range(8)])
+    scores = torch.linspace(0.9, 0.5, 8)
+    loc, conf, priors = outputs_for(boxes, torch.stack([torch.zeros(8), scores], 1))
+    counts = {m: len(detect(loc, conf, priors, config=DetectConfig(nms=m, nms_iou=0.3))[0]["scores"])
+              for m in ("greedy", "diou", "soft-linear")}  # fmt: skip
+    assert counts == {"greedy": 4, "diou": 8, "soft-linear": 8}
+
+
+def test_crowd_nms_empty_and_validation() -> None:
+    priors = tiny_priors()
+    conf = torch.full((2, priors.shape[0], 3), NEG)
+    conf[..., 0] = 0.0
+    for method in ("soft-linear", "soft-gaussian", "diou"):
+        out = detect(torch.zeros(2, priors.shape[0], 4), conf, priors, config=DetectConfig(nms=method))
+        assert [d["boxes"].shape for d in out] == [(0, 4), (0, 4)]
+    with pytest.raises(ValueError, match="nms must be one of"):
+        DetectConfig(nms="fast")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="soft_sigma"):
+        DetectConfig(nms="soft-gaussian", soft_sigma=0.0)
+
+
+def test_cli_nms_options_reach_detect_config(tmp_path, monkeypatch) -> None:
+    import rssd.detect
+    import rssd.evaluate
+    from rssd.cli import main
+    from rssd.config import TrainConfig
+    from rssd.data import SYNTH_CLASSES, sample_files
+    from rssd.model import build_ssd
+    from rssd.train import CHECKPOINT_FORMAT, save_checkpoint
+
+    model = build_ssd("ssd-cpu", len(SYNTH_CLASSES) + 1)
+    config = TrainConfig(name="untrained", model="ssd-cpu", data="synth", synth_images=10)
+    ckpt = save_checkpoint(tmp_path / "last.pt", {
+        "format": CHECKPOINT_FORMAT, "iteration": 0, "model": model.state_dict(), "model_name": "ssd-cpu",
+        "num_classes": len(SYNTH_CLASSES) + 1, "classes": list(SYNTH_CLASSES), "normalization": model.normalization,
+        "config": config.to_dict(),
+    })  # fmt: skip
+    seen = []
+    real_detect = rssd.detect.detect
+
+    def spy(loc, conf, priors, sizes=None, cfg=None):
+        seen.append(cfg)
+        return real_detect(loc, conf, priors, sizes, cfg)
+
+    monkeypatch.setattr(rssd.detect, "detect", spy)
+    jpg, _ = sample_files("003123")
+    argv = ["--nms", "soft-gaussian", "--soft-sigma", "0.3", "--nms-iou", "0.5", "--max-detections", "50"]
+    assert main(["detect", "--checkpoint", str(ckpt), str(jpg), "--out", str(tmp_path / "out"), *argv]) == 0
+    assert seen[-1] == DetectConfig(score_threshold=0.5, nms="soft-gaussian", soft_sigma=0.3, nms_iou=0.5,
+                                    max_detections=50)  # fmt: skip
+
+    def fake_predict(model, dataset, *, batch_size=16, config=None, **kwargs):
+        seen.append(config)
+        raise FileNotFoundError("stop here")
+
+    monkeypatch.setattr(rssd.evaluate, "predict", fake_predict)
+    assert main(["evaluate", "--checkpoint", str(ckpt), "--nms", "diou", "--diou-beta", "0.6"]) == 2
+    assert seen[-1] == DetectConfig(score_threshold=0.01, nms="diou", diou_beta=0.6)
