@@ -359,3 +359,80 @@ def show_detection_errors(
     summary = ", ".join(f"{v} {k}" for k, v in counts.items() if v)
     ax.set_title((title + "\n" if title else "") + (summary or "no detections"), fontsize=9)
     return counts
+
+
+__all__ += ["nms_view"]
+
+
+def nms_view(
+    image,
+    gt_boxes,
+    gt_labels,
+    loc: Tensor,
+    conf: Tensor,
+    priors_cxcywh: Tensor,
+    config=None,
+    classes: Sequence[str] | None = None,
+    ax: Axes | None = None,
+    title: str | None = None,
+) -> dict[str, int]:
+    """Post-process one image's SSD outputs and draw the detections by error kind; returns the kind counts.
+
+    ``loc`` ``(P, 4)`` and ``conf`` ``(P, C)`` are one image's outputs, ``config`` a :class:`rssd.detect.DetectConfig`
+    (its NMS method, thresholds); ``gt_boxes`` ``(G, 4)`` are in the image's pixels. Detections go through
+    :func:`rssd.detect.detect`, are sorted by :func:`rssd.evaluate.classify_detections` and drawn by
+    :func:`show_detection_errors`. ``ax=False`` draws nothing (for headless checks).
+    """
+    from rssd.detect import DetectConfig, detect
+    from rssd.evaluate import classify_detections
+
+    arr = as_numpy_image(image)
+    size = [tuple(arr.shape[:2])]
+    det = detect(loc[None], conf[None], priors_cxcywh, size, config or DetectConfig())[0]
+    kinds = classify_detections(det["boxes"], det["scores"], det["labels"], gt_boxes, gt_labels)
+    if ax is False:
+        return {k: sum(1 for x in kinds if x == k) for k in ERROR_COLORS}
+    return show_detection_errors(image, gt_boxes, det, kinds, classes, ax=ax, title=title)
+
+
+__all__ += ["prior_cell_view"]
+
+
+def prior_cell_view(
+    spec, k: int, i: int, j: int, image=None, ax: Axes | None = None, size: int | None = None
+) -> list[int]:
+    """The rows of ``make_priors(spec)`` (and of the network's ``loc``/``conf``) that belong to cell ``(i, j)`` of
+    feature map ``k``, and a picture of their priors (on ``image`` resized to the input when given).
+
+    Row index = (priors of the maps before ``k``) + ``(i * f_k + j) * A_k + a`` for box ``a``. ``ax=False`` only
+    returns the rows (for headless checks).
+    """
+    from rssd.boxes import cxcywh_to_xyxy
+    from rssd.priors import make_priors
+
+    f, boxes = spec.feature_maps[k], spec.boxes_per_cell[k]
+    if not (0 <= i < f and 0 <= j < f):
+        raise ValueError(f"map {k} is {f}x{f}: no cell ({i}, {j})")
+    offset = sum(ff * ff * b for ff, b in zip(spec.feature_maps[:k], spec.boxes_per_cell[:k], strict=True))
+    rows = [offset + (i * f + j) * boxes + a for a in range(boxes)]
+    if ax is False:
+        return rows
+    s = size or spec.image_size
+    ax = _ax(ax)
+    if image is not None:
+        from PIL import Image
+
+        pil = image if isinstance(image, Image.Image) else Image.fromarray(np.ascontiguousarray(as_numpy_image(image)))
+        ax.imshow(np.asarray(pil.convert("RGB").resize((s, s))))
+    step = spec.steps[k] * s / spec.image_size  # cells are one step apart (slightly more than s / f, notebook 01)
+    for g in range(f + 1):  # the grid of the map
+        ax.axhline(g * step, color="white", lw=0.3, alpha=0.6)
+        ax.axvline(g * step, color="white", lw=0.3, alpha=0.6)
+    priors = make_priors(spec)[rows]
+    draw_boxes(cxcywh_to_xyxy(priors), ax, scale=(s, s), texts=[f"row {r}" for r in rows], linewidth=1.5)
+    ax.set_xlim(0, s)
+    ax.set_ylim(s, 0)
+    ax.set_axis_off()
+    ax.set_title(f"map {k} ({f}x{f}), cell ({i}, {j}): rows {rows[0]}..{rows[-1]}", fontsize=9)
+    return rows
+
