@@ -30,7 +30,7 @@ check-notebooks: $(STAMP)
 	$(VENV)/bin/nbstripout --verify $(wildcard notebooks/*.ipynb)
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check rssd tests benchmarks notebooks doc
+	$(VENV)/bin/ruff check rssd tests benchmarks notebooks doc tools
 
 unit: $(STAMP)
 	$(PY) -m pytest tests/

@@ -80,8 +80,8 @@ def _cmd_synth(args: argparse.Namespace) -> int:
 
     t0 = time.perf_counter()
     out = write_synthetic_voc(
-        args.out, args.images, args.seed, config=SynthConfig(size=args.size), test_fraction=args.test_fraction,
-        workers=args.workers,
+        args.out, args.images, args.seed, config=SynthConfig(size=args.size, density=args.density),
+        test_fraction=args.test_fraction, workers=args.workers,
     )  # fmt: skip
     seconds = time.perf_counter() - t0
     stats = crowd_stats(load_voc_annotations(out, split="all"))
@@ -97,6 +97,11 @@ def _add_synth(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--images", type=int, default=2000, help="number of images, all splits (default 2000)")
     p.add_argument("--seed", type=int, default=0, help="scene seed (default 0)")
     p.add_argument("--size", type=int, default=300, help="image side in pixels (default 300)")
+    p.add_argument(
+        "--density", type=float, default=1.0,
+        help="crowd density: steps between group members are divided by it (0.25: PASCAL VOC's share of people "
+        "in crowds; default 1: about 80 %%)",
+    )  # fmt: skip
     p.add_argument("--test-fraction", type=float, default=0.2, help="share of images in test (default 0.2)")
     p.add_argument("--workers", type=int, default=1, help="processes (output does not depend on it)")
     p.set_defaults(func=_cmd_synth)
@@ -385,6 +390,14 @@ def _add_detect(sub: argparse._SubParsersAction) -> None:
 def _cmd_experiment(args: argparse.Namespace) -> int:
     import torch
 
+    if args.which == "diagnose":
+        from rssd.experiments.diagnose import run_diagnosis
+
+        out = args.results or os.path.join("doc", "results", "diagnosis")
+        grids = args.grid.split(",")
+        run_diagnosis(out, voc_root=args.voc_root, images=args.images, grids=grids, progress=sys.stderr.isatty())
+        print(f"wrote {os.path.join(out, 'diagnosis.md')}, diagnosis.json, iog.png")
+        return 0
     from rssd.experiments.crowd import load_grid, plot_results, run_grid, summarize
 
     grid = load_grid(args.grid)
@@ -416,9 +429,16 @@ def _add_experiment(sub: argparse._SubParsersAction) -> None:
         "during training and on test at the end, and write per-run JSON, a summary table and plots. Finished runs "
         "are skipped, interrupted ones resume from their last checkpoint.",
     )  # fmt: skip
-    p.add_argument("which", choices=["crowd"], help="the experiment (rssd.experiments.crowd)")
-    p.add_argument("--grid", default="crowd-cpu", help="a named grid (rssd/experiments/grids/) or a JSON file")
-    p.add_argument("--results", default=None, help="results folder (default doc/results/GRID)")
+    p.add_argument(
+        "which", choices=["crowd", "diagnose"],
+        help="crowd: the grid of runs (rssd.experiments.crowd); diagnose: RepGT at the perfect prediction and crowd "
+        "density of the grids' scenes and of VOC2007 test (rssd.experiments.diagnose)",
+    )  # fmt: skip
+    p.add_argument("--grid", default="crowd-cpu", help="a named grid (rssd/experiments/grids/) or a JSON file "
+                   "(diagnose: comma-separated grids)")  # fmt: skip
+    p.add_argument("--voc-root", default=None, help="diagnose: a VOCdevkit folder with VOC2007 test annotations")
+    p.add_argument("--images", type=int, default=1000, help="diagnose: synthetic images per grid (default 1000)")
+    p.add_argument("--results", default=None, help="results folder (doc/results/GRID; diagnose: doc/results/diagnosis)")
     p.add_argument("--runs", default=os.path.join("runs", "experiments"), help="checkpoints go to RUNS/GRID/RUN")
     p.add_argument("--shard", default="0/1", help="i/n: run every n-th run starting at i (n processes share a grid)")
     p.add_argument("--threads", type=int, default=None, help="torch threads of this process")

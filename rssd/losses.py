@@ -29,6 +29,7 @@ __all__ = [
     "smooth_ln",
     "hard_negative_mask",
     "rep_gt_loss",
+    "REP_GT_MODES",
     "rep_box_loss",
     "seed_rep_targets",
     "RepulsionLoss",
@@ -76,9 +77,25 @@ def hard_negative_mask(ce: Tensor, positive: Tensor, neg_pos_ratio: int) -> Tens
     return (rank < num_neg) & ~positive
 
 
-def rep_gt_loss(pred_xyxy: Tensor, rep_boxes: Tensor, has_rep: Tensor, sigma: float) -> Tensor:
-    """Sum of ``Smooth_ln(IoG(B, G_rep))`` over the boxes marked by ``has_rep`` (``(..., 4)``/``(...)`` inputs)."""
+#: RepGT forms: the paper's ``Smooth_ln(IoG(B, G_rep))``, and rssd's own ``"excess"`` (see :func:`rep_gt_loss`).
+REP_GT_MODES = ("paper", "excess")
+
+
+def rep_gt_loss(
+    pred_xyxy: Tensor, rep_boxes: Tensor, has_rep: Tensor, sigma: float, attr_boxes: Tensor | None = None
+) -> Tensor:
+    """Sum of ``Smooth_ln(IoG(B, G_rep))`` over the boxes marked by ``has_rep`` (``(..., 4)``/``(...)`` inputs).
+
+    With ``attr_boxes`` (each box's own target ``G_attr``) this is rssd's **excess** form, not the paper's: only
+    the overlap with ``G_rep`` beyond what the target itself has is penalised,
+    ``x = max(0, IoG(B, G_rep) - IoG(G_attr, G_rep)) / (1 - IoG(G_attr, G_rep))`` in ``[0, 1]``, then
+    ``Smooth_ln(x)``. The perfect box ``B = G_attr`` costs 0 with zero gradient, while a box drifting towards
+    ``G_rep`` is still repelled; the paper's form penalises the perfect box whenever the two targets overlap.
+    """
     iog = paired_iog(pred_xyxy, rep_boxes)
+    if attr_boxes is not None:
+        base = paired_iog(attr_boxes, rep_boxes).detach()
+        iog = ((iog - base) / (1.0 - base).clamp(min=LN_EPS)).clamp(0.0, 1.0)
     return (smooth_ln(iog, sigma) * has_rep).sum()
 
 
@@ -165,6 +182,8 @@ class RepulsionLoss(nn.Module):
             largest IoU with the *predicted* box once the matched GT's entry is set to -1 (:func:`seed_rep_targets`;
             on single-GT images the matched GT itself), plain sum of IoG (sigma 0), weight 1, divided by the number
             of positives. Overrides ``alpha``, ``sigma_gt`` and ``same_class``; RepBox is off unless ``beta``.
+        rep_gt_mode: ``"paper"`` (``Smooth_ln(IoG(B, G_rep))``) or rssd's ``"excess"`` (only the overlap beyond the
+            target's own is penalised, so the perfect box is free: :func:`rep_gt_loss`).
 
     Call: ``loss(loc (N, P, 4), conf (N, P, C), priors (P, 4) cxcywh, targets)`` with ``targets`` a list of
     ``{"boxes": (G, 4) xyxy in [0, 1], "labels": (G,) in 1..C-1}``. Returns a dict of scalar tensors
@@ -183,8 +202,13 @@ class RepulsionLoss(nn.Module):
         iou_threshold: float = 0.5,
         variances: tuple[float, float] = VARIANCES,
         seed_compat: bool = False,
+        rep_gt_mode: str = "paper",
     ) -> None:
         super().__init__()
+        if rep_gt_mode not in REP_GT_MODES:
+            raise ValueError(f"rep_gt_mode must be one of {REP_GT_MODES}, got {rep_gt_mode!r}")
+        if seed_compat and rep_gt_mode != "paper":
+            raise ValueError("seed_compat reproduces the original fork's RepGT: it takes rep_gt_mode='paper' only")
         for name, sigma in (("sigma_gt", sigma_gt), ("sigma_box", sigma_box)):
             if not 0.0 <= sigma <= 1.0:
                 raise ValueError(f"{name} must lie in [0, 1], got {sigma}")
@@ -200,11 +224,13 @@ class RepulsionLoss(nn.Module):
         self.iou_threshold = iou_threshold
         self.variances = variances
         self.seed_compat = seed_compat
+        self.rep_gt_mode = rep_gt_mode
 
     def extra_repr(self) -> str:
         return (
             f"num_classes={self.num_classes}, alpha={self.alpha}, beta={self.beta}, sigma_gt={self.sigma_gt}, "
-            f"sigma_box={self.sigma_box}, same_class={self.same_class}, seed_compat={self.seed_compat}"
+            f"sigma_box={self.sigma_box}, same_class={self.same_class}, seed_compat={self.seed_compat}, "
+            f"rep_gt_mode={self.rep_gt_mode!r}"
         )
 
     def match(self, priors: Tensor, targets: list[dict[str, Tensor]]) -> Matches:
@@ -255,7 +281,8 @@ class RepulsionLoss(nn.Module):
                 else:
                     rep_boxes = m.rep_boxes[pos_img, pos_pri]
                     has_rep = m.rep_idx[pos_img, pos_pri] != BACKGROUND
-                loss_rep_gt = rep_gt_loss(pred_pos, rep_boxes, has_rep, self.sigma_gt) / num_pos
+                attr = m.matched_boxes[pos_img, pos_pri] if self.rep_gt_mode == "excess" else None
+                loss_rep_gt = rep_gt_loss(pred_pos, rep_boxes, has_rep, self.sigma_gt, attr) / num_pos
             if self.beta:
                 total_box, count = rep_box_loss(
                     pred_pos, pos_img, m.matched_idx[pos_img, pos_pri], pos.shape[0], self.sigma_box

@@ -346,7 +346,8 @@ class SSD(nn.Module):
 
 
 def build_ssd(name: str, num_classes: int, normalization: str | None = None) -> SSD:
-    """Build a named SSD (``"ssd300"``, ``"ssd512"``, ``"ssd-cpu"``, ``"ssd-mini"``) with ``num_classes`` classes incl. background.
+    """Build a named SSD (``"ssd300"``, ``"ssd512"``, ``"ssd-cpu"``, ``"ssd-mini"``) with ``num_classes`` classes
+    (background included).
 
     The model is freshly initialised (Xavier); load weights with :func:`load_pretrained` or the ``load_*``
     functions. ``normalization`` overrides the config's input convention (see the module docstring).

@@ -310,7 +310,7 @@ def fit(
     alpha, beta = config.loss_weights
     criterion = RepulsionLoss(
         len(classes) + 1, alpha=alpha, beta=beta, sigma_gt=config.sigma_gt, sigma_box=config.sigma_box,
-        same_class=config.same_class, neg_pos_ratio=config.neg_pos_ratio,
+        same_class=config.same_class, neg_pos_ratio=config.neg_pos_ratio, rep_gt_mode=config.rep_gt,
     )  # fmt: skip
 
     start = 0

@@ -89,6 +89,19 @@ def test_crowd_share_and_classes(scenes: list) -> None:
     assert np.median(heights) >= 50
 
 
+def test_density_knob_and_voc_like_preset() -> None:
+    from rssd.data.synthetic import SYNTH_PRESETS
+
+    default = [render_scene(3, i, SynthConfig(size=160)) for i in range(60)]
+    same = [render_scene(3, i, SynthConfig(size=160, density=1.0)) for i in range(3)]
+    assert all(np.array_equal(a.boxes, b.boxes) for a, b in zip(default, same, strict=False))  # 1.0: unchanged
+    sparse = [render_scene(3, i, SynthConfig(size=160, density=SYNTH_PRESETS["voc-like"].density)) for i in range(60)]
+    dense = [render_scene(3, i, SynthConfig(size=160, density=2.0)) for i in range(60)]
+    share = [crowd_stats(s).crowd_fraction for s in (sparse, default, dense)]
+    assert share[0] < share[1] < share[2]  # fewer crowd objects when groups spread out
+    assert 0.15 < share[0] < 0.5 and share[1] > 0.6
+
+
 def test_image_size_config() -> None:
     sc = render_scene(0, 3, SynthConfig(size=160))
     assert sc.image.shape == (160, 160, 3) and (sc.boxes <= 160).all()

@@ -72,3 +72,17 @@ def test_diagnose_annotations_and_voc_records():
     assert s1["iog"]["q50"] == pytest.approx(0.5, abs=1e-6) and "optimum_iou" in s1
     assert "optimum_iou" not in out["repgt"]["sigma=0"]
     assert out["person_density"]["crowd_fraction"] == 1.0
+
+
+def test_cli_diagnose_writes_the_report(tmp_path, capsys):
+    from rssd.cli import main
+
+    assert main(["experiment", "diagnose", "--images", "12", "--results", str(tmp_path)]) == 0
+    assert "diagnosis.md" in capsys.readouterr().out
+    import json
+
+    report = json.loads((tmp_path / "diagnosis.json").read_text())
+    names = [d["dataset"] for d in report["datasets"]]
+    assert names[0].startswith("synthetic crowd-cpu") and len(names) == 2  # no VOC root given
+    assert report["datasets"][0]["images"] == 12 and report["datasets"][0]["prior_layout"] == "ssd-mini"
+    assert "| synthetic crowd-cpu" in (tmp_path / "diagnosis.md").read_text() and (tmp_path / "iog.png").is_file()

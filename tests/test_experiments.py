@@ -99,6 +99,12 @@ def test_tiny_grid_runs_resumes_and_skips(tiny_grid, tmp_path):
 def test_changed_configuration_is_refused(tiny_grid, tmp_path):
     results, runs = tmp_path / "results", tmp_path / "runs"
     run_one(tiny_grid, "ssd", 0, results, runs, log=lambda s: None)
+    # a record made before a config field existed is read with that field at its default
+    path = results / "runs" / "ssd-s0.json"
+    rec = json.loads(path.read_text())
+    del rec["config"]["rep_gt"]
+    path.write_text(json.dumps(rec))
+    assert run_one(tiny_grid, "ssd", 0, results, runs, log=lambda s: None)["status"] == "done"
     changed = Grid(**{**TINY, "base": {**TINY["base"], "lr": 0.02}})
     with pytest.raises(ValueError, match="another configuration"):
         run_one(changed, "ssd", 0, results, runs, log=lambda s: None)
@@ -116,3 +122,16 @@ def test_cli_report_writes_plots(tiny_grid, tmp_path, capsys):
     for name in ("learning_curves.png", "occlusion.png", "nms_sweep.png", "summary.json", "results.md"):
         assert (results / name).is_file(), name
     assert main(["experiment", "crowd", "--grid", str(grid_file), "--results", str(results), "--shard", "x"]) == 2
+
+
+def test_ablation_grid_reports_validation_and_leaves_test_alone(tmp_path):
+    grid = Grid(**{**TINY, "name": "abl", "final_split": "val", "variants": {"excess": {"loss": "repgt",
+                "rep_gt": "excess"}}, "base": {**TINY["base"], "iterations": 2}})  # fmt: skip
+    lines: list[str] = []
+    (rec,) = run_grid(grid, tmp_path / "r", tmp_path / "runs", log=lines.append)
+    assert rec["final_split"] == "val" and "val" in rec and "test" not in rec
+    assert rec["val"]["num_images"] == len(grid.dataset(0, "val"))
+    assert lines[-1].startswith("[abl excess s0] val mAP")
+    assert "Val split, VOC07" in (tmp_path / "r" / "results.md").read_text()
+    with pytest.raises(ValueError, match="final_split"):
+        Grid(**{**TINY, "final_split": "train"})

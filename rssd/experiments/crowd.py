@@ -75,6 +75,8 @@ class Grid:
         nms_iou: the NMS threshold of every other number.
         min_height: the occlusion levels' smallest box height, in pixels.
         error_score: detections scoring at least this are sorted into error kinds.
+        final_split: the split of the final evaluation: ``"test"`` for the reported grid, ``"val"`` for ablation
+            grids whose only job is to choose (the test split stays untouched by them).
     """
 
     name: str
@@ -90,6 +92,7 @@ class Grid:
     nms_iou: float = 0.45
     min_height: float = 50.0
     error_score: float = 0.3
+    final_split: str = "test"
     source: str = ""
 
     def __post_init__(self) -> None:
@@ -98,6 +101,8 @@ class Grid:
             raise ValueError(f"{where}: no variants")
         if self.nms_iou not in self.nms_sweep:
             raise ValueError(f"{where}: nms_iou {self.nms_iou} must be one of nms_sweep {self.nms_sweep}")
+        if self.final_split not in ("test", "val"):
+            raise ValueError(f"{where}: final_split must be 'test' or 'val', got {self.final_split!r}")
         if self.eval_every < 1:
             raise ValueError(f"{where}: eval_every must be >= 1")
         for variant in self.variants:  # every run's configuration must be valid before anything trains
@@ -180,7 +185,11 @@ def _write_json(path: Path, data: dict[str, Any]) -> None:
 
 
 def _comparable(config: dict[str, Any]) -> dict[str, Any]:
-    config = json.loads(json.dumps(config))  # tuples -> lists, as the JSON records hold them
+    """A config without its machinery fields, JSON-normalised, fields added since the record was made at their
+    defaults (a record without a field was made when that field's behaviour was the only one)."""
+    from rssd.config import TrainConfig
+
+    config = json.loads(json.dumps({**TrainConfig().to_dict(), **config}))  # tuples -> lists, as JSON holds them
     return {k: v for k, v in config.items() if k not in _MACHINERY}
 
 
@@ -323,7 +332,7 @@ def run_one(
                 f"delete it (and {config.run_dir}) to run it again"
             )
         if record.get("status") == "done":
-            log(f"{tag} done already: test mAP {record['test']['mAP']:.4f}")
+            log(f"{tag} done already: {_split(record)} mAP {_final(record)['mAP']:.4f}")
             return record
     else:
         record = {
@@ -365,12 +374,24 @@ def run_one(
         model = load_model(last)[0]
     record["train_log"] = _read_log(config.run_dir / "log.csv")
     t0 = time.perf_counter()
-    record["test"] = evaluate_run(model, grid, grid.dataset(seed, "test"))
+    final = val if grid.final_split == "val" else grid.dataset(seed, "test")
+    record[grid.final_split] = evaluate_run(model, grid, final, val_gt if grid.final_split == "val" else None)
+    record["final_split"] = grid.final_split
     record["test_seconds"] = time.perf_counter() - t0
     record["status"] = "done"
     _write_json(path, record)
-    log(f"{tag} test mAP {record['test']['mAP']:.4f}, crowd (remove) {record['test']['crowd_remove']['mAP']:.4f}")
+    res = _final(record)
+    log(f"{tag} {_split(record)} mAP {res['mAP']:.4f}, crowd (remove) {res['crowd_remove']['mAP']:.4f}")
     return record
+
+
+def _split(record: dict[str, Any]) -> str:
+    return record.get("final_split", "test")
+
+
+def _final(record: dict[str, Any]) -> dict[str, Any]:
+    """A finished run's final evaluation (on test, or on val for an ablation grid)."""
+    return record[_split(record)]
 
 
 def _read_log(path: Path) -> list[dict[str, float]]:
@@ -462,21 +483,21 @@ def summarize(results_dir: str | os.PathLike) -> dict[str, Any]:
             continue
         entry: dict[str, Any] = {"seeds": [r["seed"] for r in rs]}
         for label, keys, _ in HEADLINE:
-            entry[label] = _stats([_get(r["test"], keys) for r in rs])
+            entry[label] = _stats([_get(_final(r), keys) for r in rs])
         entry["nms_sweep"] = {
             str(p["nms_iou"]): {
-                m: _stats([_get(r["test"]["nms_sweep"][j], (m,)) for r in rs])
+                m: _stats([_get(_final(r)["nms_sweep"][j], (m,)) for r in rs])
                 for m in ("mAP", "crowd_remove_mAP", "mr_person")
             }
-            for j, p in enumerate(rs[0]["test"]["nms_sweep"])
+            for j, p in enumerate(_final(rs[0])["nms_sweep"])
         }
         entry["occlusion"] = {
-            level: {m: _stats([_get(r["test"], ("occlusion", level, *k)) for r in rs])
+            level: {m: _stats([_get(_final(r), ("occlusion", level, *k)) for r in rs])
                     for m, k in (("person_ap", ("ap", "person")), ("mr_person", ("mr_person",)))}
-            for level in rs[0]["test"]["occlusion"]
+            for level in _final(rs[0])["occlusion"]
         }  # fmt: skip
         entry["error_kinds"] = {
-            k: _stats([r["test"]["error_kinds"].get(k) for r in rs]) for k in rs[0]["test"]["error_kinds"]
+            k: _stats([_final(r)["error_kinds"].get(k) for r in rs]) for k in _final(rs[0])["error_kinds"]
         }
         entry["train_minutes"] = _stats([r["train_seconds"] / 60 for r in rs])
         variants[v] = entry
@@ -510,7 +531,8 @@ def _markdown(summary: dict[str, Any], grid: dict[str, Any]) -> str:
         f"Reproduce: `rssd experiment crowd --grid {name} --results doc/results/{name}` "
         f"({summary['runs_done']} of {summary['runs_total']} runs finished).",
         "",
-        "Test split, VOC07 11-point AP at IoU 0.5 and MR^-2, in %: mean ± sample standard deviation over seeds "
+        f"{grid.get('final_split', 'test').capitalize()} split, VOC07 11-point AP at IoU 0.5 and MR^-2, in %: "
+        "mean ± sample standard deviation over seeds "
         f"(NMS IoU {grid.get('nms_iou', 0.45)}; occlusion levels with boxes >= {grid.get('min_height', 50)} px).",
         "",
         "| variant | seeds | " + " | ".join(label for label, _, _ in HEADLINE) + " | train min |",
