@@ -1,4 +1,4 @@
-"""The training loop that notebook 06 and ``rssd train`` share: :func:`fit`.
+"""The training loop that notebook 09 and ``rssd train`` share: :func:`fit` (one iteration: :func:`train_step`).
 
 What it guarantees:
 
@@ -48,6 +48,7 @@ __all__ = [
     "FitResult",
     "SampleStream",
     "fit",
+    "train_step",
     "train_transform",
     "lr_factor",
     "save_checkpoint",
@@ -243,6 +244,50 @@ def _targets_to(targets: list[dict[str, Any]], device: torch.device) -> list[dic
     ]  # fmt: skip
 
 
+def train_step(
+    net: torch.nn.Module,
+    criterion: Callable[..., dict[str, Tensor]],
+    optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LRScheduler,
+    images: Tensor,
+    targets: list[dict[str, Tensor]],
+    priors: Tensor,
+    *,
+    grad_clip: float | None = None,
+    amp: bool = False,
+    params: Iterator[Tensor] | None = None,
+    before_update: Callable[[dict[str, Tensor]], None] | None = None,
+) -> dict[str, Tensor]:
+    """One training iteration, as :func:`fit` runs it: forward, loss terms, backward, clipping, SGD and schedule steps.
+
+    Args:
+        net: the model (or its DDP wrapper), in train mode; images ``(N, 3, S, S)`` on its device.
+        criterion: ``criterion(loc, conf, priors, targets)`` -> terms with ``"total"`` (a :class:`RepulsionLoss`: it
+            matches the priors to the targets inside, notebooks 02-04).
+        targets: per image ``{"boxes" (G, 4) normalised xyxy, "labels" (G,)}`` on the device.
+        grad_clip: clip the gradients' total norm to this (None: no clipping).
+        amp: bf16 autocast for the forward pass (CUDA).
+        params: the parameters to clip (default ``net.parameters()``).
+        before_update: called with the terms after the forward pass and before any update (``fit`` checks them
+            for NaN there, and may raise).
+
+    Returns:
+        The loss terms (``loc``, ``conf``, ``rep_gt``, ``rep_box``, ``total``), ``total`` with its graph freed.
+    """
+    with torch.autocast(images.device.type, dtype=torch.bfloat16, enabled=amp):
+        loc, conf = net(images)
+    terms = criterion(loc, conf, priors, targets)
+    if before_update is not None:
+        before_update(terms)
+    optimizer.zero_grad(set_to_none=True)
+    terms["total"].backward()
+    if grad_clip:
+        torch.nn.utils.clip_grad_norm_(net.parameters() if params is None else params, grad_clip)
+    optimizer.step()
+    scheduler.step()
+    return terms
+
+
 def fit(
     config: TrainConfig,
     *,
@@ -381,6 +426,23 @@ def fit(
     updating = False
     batches = iter(loader)
     net.train()
+    def before_update(terms: dict[str, Tensor]) -> None:
+        nonlocal updating
+        finite = torch.isfinite(torch.stack([terms[k] for k in TERMS])).all()
+        if world > 1:
+            flag = finite.to(torch.int32)
+            dist.all_reduce(flag, op=dist.ReduceOp.MIN)
+            finite = flag.bool()
+        if not bool(finite):
+            bad = [k for k in TERMS if not torch.isfinite(terms[k])] or ["(another process)"]
+            saved = checkpoint(iteration) if iteration > start else last_ckpt
+            raise NonFiniteLossError(
+                f"{config.name}: non-finite loss at iteration {iteration + 1} (term {', '.join(bad)}: "
+                f"{', '.join(f'{k}={float(terms[k].detach()):.4g}' for k in TERMS)}); training stopped. "
+                f"Last good checkpoint: {saved or 'none (nothing trained yet)'}. Lower --lr or set --grad-clip."
+            )
+        updating = True
+
     try:
         while iteration < stop:
             images, targets = next(batches)
@@ -388,29 +450,10 @@ def fit(
             if config.channels_last:
                 images = images.contiguous(memory_format=torch.channels_last)
             targets = _targets_to(targets, device)
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cuda and config.amp):
-                loc, conf = net(images)
-            terms = criterion(loc, conf, priors, targets)
-            finite = torch.isfinite(torch.stack([terms[k] for k in TERMS])).all()
-            if world > 1:
-                flag = finite.to(torch.int32)
-                dist.all_reduce(flag, op=dist.ReduceOp.MIN)
-                finite = flag.bool()
-            if not bool(finite):
-                bad = [k for k in TERMS if not torch.isfinite(terms[k])] or ["(another process)"]
-                saved = checkpoint(iteration) if iteration > start else last_ckpt
-                raise NonFiniteLossError(
-                    f"{config.name}: non-finite loss at iteration {iteration + 1} (term {', '.join(bad)}: "
-                    f"{', '.join(f'{k}={float(terms[k].detach()):.4g}' for k in TERMS)}); training stopped. "
-                    f"Last good checkpoint: {saved or 'none (nothing trained yet)'}. Lower --lr or set --grad-clip."
-                )
-            updating = True
-            optimizer.zero_grad(set_to_none=True)
-            terms["total"].backward()
-            if config.grad_clip:
-                torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
-            optimizer.step()
-            scheduler.step()
+            terms = train_step(
+                net, criterion, optimizer, scheduler, images, targets, priors, grad_clip=config.grad_clip,
+                amp=cuda and config.amp, params=model.parameters(), before_update=before_update,
+            )  # fmt: skip
             updating = False
             iteration += 1
             bar.update(1)
@@ -540,7 +583,7 @@ class _Logger:
 def load_or_fit(config: TrainConfig, device: str | torch.device = "cpu", **fit_kwargs: Any) -> tuple[SSD, dict]:
     """The model of ``config``'s run: loaded from ``run_dir/last.pt`` when that run is complete, else trained now.
 
-    For notebooks that compare models: run notebook 06 (or ``rssd train``) once at full size, and later notebooks
+    For notebooks that compare models: run notebook 09 (or ``rssd train``) once at full size, and later notebooks
     reuse its checkpoints; on a fresh machine they train what is missing. Returns ``(model in eval mode,
     checkpoint dict)``.
     """
