@@ -6,11 +6,11 @@ import json
 
 import pytest
 
-from rssd.experiments.crowd import Grid, load_grid, run_grid, run_one, summarize
+from rssd.experiments.crowd import Grid, load_grid, plot_gallery, run_grid, run_one, summarize
 
 TINY = {
     "name": "tiny",
-    "num_images": 30,
+    "num_images": 20,
     "test_fraction": 0.2,
     "synth": {"size": 160},
     "base": {"model": "ssd-mini", "iterations": 4, "batch_size": 2, "lr": 0.01, "warmup_iterations": 1,
@@ -19,6 +19,7 @@ TINY = {
     "seeds": [0],
     "eval_every": 2,
     "min_height": 8.0,
+    "nms_sweep": [0.45, 0.6],
 }  # fmt: skip
 
 
@@ -88,6 +89,10 @@ def test_tiny_grid_runs_resumes_and_skips(tiny_grid, tmp_path):
     assert again["status"] == "done" and [p["iteration"] for p in again["curve"]] == [2, 4]
     # exact resume: the same test result as the straight run
     assert again["test"]["mAP"] == pytest.approx(records[1]["test"]["mAP"], abs=1e-12)
+
+    gallery = plot_gallery(tiny_grid, runs, tmp_path / "gallery.png", images=1)
+    assert gallery == tmp_path / "gallery.png" and gallery.stat().st_size > 1000
+    assert plot_gallery(tiny_grid, runs, variants=("ssd", "nope")) is None  # no checkpoint for that variant
 
     summary = summarize(results)
     assert summary["runs_done"] == 2 and list(summary["variants"]) == ["ssd", "repgt"]

@@ -47,7 +47,12 @@ __all__ = [
     "run_grid",
     "evaluate_run",
     "summarize",
+    "load_records",
+    "figure_learning_curves",
+    "figure_occlusion",
+    "figure_nms_sweep",
     "plot_results",
+    "plot_gallery",
 ]
 
 #: Where the named grids live (``load_grid("crowd-cpu")`` reads ``GRIDS_DIR / "crowd-cpu.json"``).
@@ -555,28 +560,41 @@ def _markdown(summary: dict[str, Any], grid: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def plot_results(results_dir: str | os.PathLike, out_dir: str | os.PathLike | None = None) -> list[Path]:
-    """Draw ``learning_curves.png``, ``occlusion.png`` and ``nms_sweep.png`` from the run records."""
+def _pyplot():
     import matplotlib
 
-    if "MPLBACKEND" not in os.environ:
+    if "MPLBACKEND" not in os.environ and not _in_notebook():
         matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    results_dir = Path(results_dir)
-    out = Path(out_dir) if out_dir is not None else results_dir
-    out.mkdir(parents=True, exist_ok=True)
-    records = load_records(results_dir)
-    summary = summarize(results_dir)
-    variants = list(dict.fromkeys(r["variant"] for r in records))
-    colours = {v: plt.cm.tab10(k % 10) for k, v in enumerate(variants)}
-    written = []
+    return plt
 
+
+def _in_notebook() -> bool:
+    try:
+        from IPython import get_ipython
+    except ImportError:
+        return False
+    shell = get_ipython()
+    return shell is not None and type(shell).__name__ == "ZMQInteractiveShell"
+
+
+def _colours(variants: Sequence[str]) -> dict[str, Any]:
+    plt = _pyplot()
+    return {v: plt.cm.tab10(k % 10) for k, v in enumerate(variants)}
+
+
+def figure_learning_curves(records: Sequence[dict[str, Any]]):
+    """Validation AP50 (all objects, crowd subset) and the training loss against the iteration, one line per run."""
+    plt = _pyplot()
+    colours = _colours(list(dict.fromkeys(r["variant"] for r in records)))
     fig, axes = plt.subplots(1, 3, figsize=(15, 4))
+    first_seed = {}
     for r in records:
+        first_seed.setdefault(r["variant"], r["seed"])
         c = colours[r["variant"]]
+        label = r["variant"] if r["seed"] == first_seed[r["variant"]] else None
         its = [p["iteration"] for p in r["curve"]]
-        label = r["variant"] if r["seed"] == min(x["seed"] for x in records if x["variant"] == r["variant"]) else None
         axes[0].plot(its, [p["val_mAP"] for p in r["curve"]], "-o", ms=3, color=c, label=label, alpha=0.8)
         axes[1].plot(its, [p["val_crowd_mAP"] for p in r["curve"]], "-o", ms=3, color=c, alpha=0.8)
         log = r.get("train_log") or []
@@ -587,45 +605,122 @@ def plot_results(results_dir: str | os.PathLike, out_dir: str | os.PathLike | No
     axes[2].set(title="training loss (total)", xlabel="iteration", yscale="log")
     axes[0].legend(fontsize=8)
     fig.tight_layout()
-    written.append(out / "learning_curves.png")
-    fig.savefig(written[-1], dpi=110)
-    plt.close(fig)
+    return fig
 
+
+def figure_occlusion(summary: dict[str, Any]):
+    """Person AP50 and MR^-2 per occlusion level, mean ± std over seeds, one bar per variant."""
+    plt = _pyplot()
     entries = summary["variants"]
-    if entries:
-        levels = list(next(iter(entries.values()))["occlusion"])
-        fig, axes = plt.subplots(1, 2, figsize=(12, 4))
-        width = 0.8 / len(entries)
-        for j, (v, e) in enumerate(entries.items()):
-            for ax, metric in zip(axes, ("person_ap", "mr_person"), strict=True):
-                means = [100 * (e["occlusion"][lv][metric]["mean"] or 0) for lv in levels]
-                errs = [100 * (e["occlusion"][lv][metric]["std"] or 0) for lv in levels]
-                ax.bar(np.arange(len(levels)) + j * width, means, width, yerr=errs, capsize=2, label=v,
-                       color=colours.get(v))  # fmt: skip
-        for ax, title in zip(axes, ("person AP50 by occlusion level (%)", "person MR^-2 by occlusion level (%)"),
-                             strict=True):  # fmt: skip
-            ax.set_xticks(np.arange(len(levels)) + width * (len(entries) - 1) / 2, levels)
-            ax.set_title(title)
-        axes[0].legend(fontsize=8)
-        fig.tight_layout()
-        written.append(out / "occlusion.png")
-        fig.savefig(written[-1], dpi=110)
-        plt.close(fig)
+    colours = _colours(list(entries))
+    levels = list(next(iter(entries.values()))["occlusion"])
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4))
+    width = 0.8 / len(entries)
+    for j, (v, e) in enumerate(entries.items()):
+        for ax, metric in zip(axes, ("person_ap", "mr_person"), strict=True):
+            means = [100 * (e["occlusion"][lv][metric]["mean"] or 0) for lv in levels]
+            errs = [100 * (e["occlusion"][lv][metric]["std"] or 0) for lv in levels]
+            ax.bar(np.arange(len(levels)) + j * width, means, width, yerr=errs, capsize=2, label=v, color=colours[v])
+    for ax, title in zip(axes, ("person AP50 by occlusion level (%)", "person MR^-2 by occlusion level (%)"),
+                         strict=True):  # fmt: skip
+        ax.set_xticks(np.arange(len(levels)) + width * (len(entries) - 1) / 2, levels)
+        ax.set_title(title)
+    axes[0].legend(fontsize=8)
+    fig.tight_layout()
+    return fig
 
-        fig, axes = plt.subplots(1, 3, figsize=(15, 4))
-        for v, e in entries.items():
-            ts = sorted(e["nms_sweep"], key=float)
-            for ax, metric in zip(axes, ("mAP", "crowd_remove_mAP", "mr_person"), strict=True):
-                mean = np.array([100 * (e["nms_sweep"][t][metric]["mean"] or math.nan) for t in ts])
-                std = np.array([100 * (e["nms_sweep"][t][metric]["std"] or 0) for t in ts])
-                x = [float(t) for t in ts]
-                ax.plot(x, mean, "-o", ms=3, label=v, color=colours.get(v))
-                ax.fill_between(x, mean - std, mean + std, alpha=0.15, color=colours.get(v))
-        for ax, title in zip(axes, ("AP50 all (%)", "AP50 crowd subset, remove (%)", "MR^-2 person (%)"), strict=True):
-            ax.set(title=title, xlabel="NMS IoU threshold")
-        axes[0].legend(fontsize=8)
-        fig.tight_layout()
-        written.append(out / "nms_sweep.png")
+
+def figure_nms_sweep(summary: dict[str, Any]):
+    """AP50 (all, crowd) and MR^-2 against the NMS IoU threshold, mean ± std band over seeds, one line per variant."""
+    plt = _pyplot()
+    entries = summary["variants"]
+    colours = _colours(list(entries))
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4))
+    for v, e in entries.items():
+        ts = sorted(e["nms_sweep"], key=float)
+        x = [float(t) for t in ts]
+        for ax, metric in zip(axes, ("mAP", "crowd_remove_mAP", "mr_person"), strict=True):
+            stats = [e["nms_sweep"][t][metric] for t in ts]
+            mean = np.array([100 * st["mean"] if st["mean"] is not None else math.nan for st in stats])
+            std = np.array([100 * (st["std"] or 0) for st in stats])
+            ax.plot(x, mean, "-o", ms=3, label=v, color=colours[v])
+            ax.fill_between(x, mean - std, mean + std, alpha=0.15, color=colours[v])
+    for ax, title in zip(axes, ("AP50 all (%)", "AP50 crowd subset, remove (%)", "MR^-2 person (%)"), strict=True):
+        ax.set(title=title, xlabel="NMS IoU threshold")
+    axes[0].legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def plot_results(results_dir: str | os.PathLike, out_dir: str | os.PathLike | None = None) -> list[Path]:
+    """Write ``learning_curves.png``, ``occlusion.png`` and ``nms_sweep.png`` from the run records."""
+    plt = _pyplot()
+    results_dir = Path(results_dir)
+    out = Path(out_dir) if out_dir is not None else results_dir
+    out.mkdir(parents=True, exist_ok=True)
+    records = load_records(results_dir)
+    summary = summarize(results_dir)
+    figures = [("learning_curves.png", figure_learning_curves(records))] if records else []
+    if summary["variants"]:
+        figures += [("occlusion.png", figure_occlusion(summary)), ("nms_sweep.png", figure_nms_sweep(summary))]
+    written = []
+    for name, fig in figures:
+        written.append(out / name)
         fig.savefig(written[-1], dpi=110)
         plt.close(fig)
     return written
+
+
+def plot_gallery(
+    grid: Grid,
+    runs_dir: str | os.PathLike = "runs/experiments",
+    out: str | os.PathLike | None = None,
+    *,
+    variants: Sequence[str] = ("ssd", "repgt"),
+    seed: int | None = None,
+    images: int = 4,
+    score: float | None = None,
+) -> Path | None:
+    """Detections of ``variants`` side by side on the most crowded test scenes of one seed, errors coloured.
+
+    Reads the runs' last checkpoints (``RUNS/<grid>/<variant>-s<seed>/last.pt``); ``seed`` defaults to the first
+    seed for which every variant has one. Detections scoring at least ``score`` (default the grid's
+    ``error_score``) are drawn, coloured by :func:`rssd.evaluate.classify_detections`. Returns the figure's path
+    (``out``, default ``RUNS/<grid>/crowd_gallery.png``), or ``None`` when no seed has every checkpoint.
+    """
+    plt = _pyplot()
+
+    from rssd.data.crowd import crowd_mask
+    from rssd.detect import DetectConfig, detect_frames
+    from rssd.evaluate import classify_detections
+    from rssd.train import load_model
+    from rssd.viz import as_numpy_image, show_detection_errors
+
+    base = Path(runs_dir) / grid.name
+    seeds = [seed] if seed is not None else grid.seeds
+    seed = next((s for s in seeds if all((base / f"{v}-s{s}" / "last.pt").is_file() for v in variants)), None)
+    if seed is None:
+        return None
+    test = grid.dataset(seed, "test")
+    items = [test[i] for i in range(len(test))]
+    crowded = sorted(range(len(items)), key=lambda i: -int(np.asarray(crowd_mask(items[i][1]["boxes"],
+                                                                                  items[i][1]["labels"])).sum()))
+    chosen = crowded[:images]
+    frames = [np.ascontiguousarray(as_numpy_image(items[i][0])) for i in chosen]
+    cfg = DetectConfig(score_threshold=grid.error_score if score is None else score, nms_iou=grid.nms_iou)
+    fig, axes = plt.subplots(len(chosen), len(variants), figsize=(4.2 * len(variants), 4.2 * len(chosen)),
+                             squeeze=False)  # fmt: skip
+    for col, v in enumerate(variants):
+        model, ckpt = load_model(base / f"{v}-s{seed}" / "last.pt")
+        dets = detect_frames(model, frames, cfg)
+        for row, (i, frame, det) in enumerate(zip(chosen, frames, dets, strict=True)):
+            target = items[i][1]
+            kinds = classify_detections(det["boxes"], det["scores"], det["labels"], target["boxes"], target["labels"])
+            show_detection_errors(frame, target["boxes"], det, kinds, tuple(ckpt["classes"]), ax=axes[row, col],
+                                  title=f"{v} (seed {seed}), test scene {target['image_id']}")  # fmt: skip
+    fig.tight_layout()
+    path = Path(out) if out is not None else base / "crowd_gallery.png"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=80)
+    plt.close(fig)
+    return path
