@@ -506,8 +506,23 @@ def summarize(results_dir: str | os.PathLike) -> dict[str, Any]:
         }
         entry["train_minutes"] = _stats([r["train_seconds"] / 60 for r in rs])
         variants[v] = entry
+    paired: dict[str, Any] = {}
+    reference = "ssd"  # the paired differences are taken to plain SSD
+    ref_runs = {r["seed"]: r for r in done if r["variant"] == reference}
+    for v in variants:
+        if v == reference:
+            continue
+        pairs = [(r, ref_runs[r["seed"]]) for r in done if r["variant"] == v and r["seed"] in ref_runs]
+        if pairs:
+            paired[v] = {"seeds": [r["seed"] for r, _ in pairs]}
+            for label, keys, _ in HEADLINE:
+                diffs = [None if _get(_final(a), keys) is None or _get(_final(b), keys) is None
+                         else _get(_final(a), keys) - _get(_final(b), keys) for a, b in pairs]  # fmt: skip
+                paired[v][label] = _stats(diffs)
     summary = {
         "grid": grid.get("name"),
+        "reference": reference,
+        "paired": paired,
         "runs_done": len(done),
         "runs_total": len(grid.get("variants", {})) * len(grid.get("seeds", [])) or len(records),
         "variants": variants,
@@ -547,6 +562,15 @@ def _markdown(summary: dict[str, Any], grid: dict[str, Any]) -> str:
         cells = [_fmt(e[label]) for label, _, _ in HEADLINE]
         tm = e["train_minutes"]
         lines.append(f"| `{v}` | {len(e['seeds'])} | " + " | ".join(cells) + f" | {tm['mean']:.1f} |")
+    if summary.get("paired"):
+        ref = summary.get("reference", "ssd")
+        lines += ["", f"Paired differences to `{ref}` (same seed: same scenes and initialisation), in points; "
+                  "lower is better for MR^-2:", "",
+                  "| variant | seeds | " + " | ".join(label for label, _, _ in HEADLINE) + " |",
+                  "| --- | --- | " + " | ".join("---" for _ in HEADLINE) + " |"]  # fmt: skip
+        for v, e in summary["paired"].items():
+            cells = [_fmt(e[label]) for label, _, _ in HEADLINE]
+            lines.append(f"| `{v}` - `{ref}` | {len(e['seeds'])} | " + " | ".join(cells) + " |")
     lines += ["", "Error kinds on the test images with crowd objects (detections with score >= "
               f"{grid.get('error_score', 0.3)}; mean over seeds):", ""]  # fmt: skip
     kinds = next(iter(summary["variants"].values()), {}).get("error_kinds", {})
