@@ -436,3 +436,104 @@ def prior_cell_view(
     ax.set_title(f"map {k} ({f}x{f}), cell ({i}, {j}): rows {rows[0]}..{rows[-1]}", fontsize=9)
     return rows
 
+
+__all__ += ["repgt_per_prior", "repulsion_crowd_view"]
+
+
+def repgt_per_prior(loc: Tensor, priors_cxcywh: Tensor, target: dict, sigma_gt: float = 1.0) -> dict[str, Tensor]:
+    """RepGT of one image, prior by prior, and its gradient on every predicted box (paper's RepGT, same class).
+
+    Args:
+        loc: ``(P, 4)`` one image's predicted offsets; priors_cxcywh: ``(P, 4)``.
+        target: ``{"boxes" (G, 4) normalised xyxy, "labels" (G,)}``.
+
+    Returns:
+        ``positive`` ``(P,)``, ``matched`` and ``rep`` ``(P,)`` GT indices (``-1``: none), ``boxes`` ``(P, 4)``
+        the decoded predictions, ``iog`` and ``value`` ``(P,)`` (``Smooth_ln(IoG(B_P, G_rep))``, 0 without a
+        repulsion target), ``total`` (``sum(value) / #positives``: ``RepulsionLoss``'s ``rep_gt``) and ``grad``
+        ``(P, 4)``, the gradient of ``total`` with respect to each predicted box's corners.
+    """
+    from rssd.boxes import decode, paired_iog
+    from rssd.losses import smooth_ln
+    from rssd.matching import match
+
+    m = match(priors_cxcywh, [target])
+    pos, rep = m.positive[0], m.rep_idx[0]
+    boxes = decode(loc.detach().float(), priors_cxcywh.float()).requires_grad_()  # (P, 4)
+    has = pos & (rep >= 0)
+    iog = paired_iog(boxes, m.rep_boxes[0])  # (P,)
+    value = torch.where(has, smooth_ln(iog, sigma_gt), torch.zeros_like(iog))
+    total = value.sum() / max(int(pos.sum()), 1)
+    (grad,) = torch.autograd.grad(total, boxes)
+    return {
+        "positive": pos, "matched": m.matched_idx[0], "rep": rep, "boxes": boxes.detach(), "iog": iog.detach(),
+        "value": value.detach(), "total": total.detach(), "grad": grad,
+    }  # fmt: skip
+
+
+def repulsion_crowd_view(
+    image,
+    loc: Tensor,
+    priors_cxcywh: Tensor,
+    target: dict,
+    person: int,
+    sigma_gt: float = 1.0,
+    ax: Axes | None = None,
+    title: str | None = None,
+    arrow_scale: float = 0.08,
+) -> dict[str, float]:
+    """One GT of a crowd photo: its positive priors, their predicted boxes, each one's repulsion target, the RepGT
+    value per prior and the descent direction of RepGT on each predicted box's centre (arrows).
+
+    ``target`` holds normalised boxes (the photo's own size is used for drawing); ``person`` is a GT index. Green:
+    the GT; grey dotted: its positive priors; blue dashed: their predicted boxes, labelled with RepGT; red: the
+    repulsion targets; arrows: ``-d RepGT / d centre`` (scaled to ``arrow_scale`` of the image for the largest).
+    ``ax=False`` only computes.
+
+    Returns:
+        ``{"positives", "with_rep", "rep_gt_sum", "rep_gt_image", "mean_iog"}`` for that GT (``rep_gt_image``: the
+        whole image's RepGT term, as :class:`rssd.losses.RepulsionLoss` reports it).
+    """
+    from rssd.boxes import cxcywh_to_xyxy
+
+    r = repgt_per_prior(loc, priors_cxcywh, target, sigma_gt)
+    mine = r["positive"] & (r["matched"] == person)
+    has = mine & (r["rep"] >= 0)
+    out = {
+        "positives": int(mine.sum()), "with_rep": int(has.sum()), "rep_gt_sum": float(r["value"][mine].sum()),
+        "rep_gt_image": float(r["total"]), "mean_iog": float(r["iog"][has].mean()) if has.any() else 0.0,
+    }  # fmt: skip
+    if ax is False:
+        return out
+    arr = as_numpy_image(image)
+    h, w = arr.shape[:2]
+    scale = (float(w), float(h))
+    ax = show_image(image, ax)
+    gt = torch.as_tensor(target["boxes"])
+    reps = r["rep"][has].unique()
+    draw_boxes(gt[reps], ax, colors="#e6194b", scale=scale, linewidth=2, texts=[f"G_rep {int(k)}" for k in reps])
+    draw_boxes(cxcywh_to_xyxy(priors_cxcywh[mine]), ax, colors="lightgray", scale=scale, linewidth=0.8, linestyle=":")
+    values = r["value"][mine]
+    draw_boxes(r["boxes"][mine], ax, colors="#4363d8", scale=scale, linewidth=1.2, linestyle="--",
+               texts=[f"{v:.2f}" if v > 0 else "" for v in values.tolist()])  # fmt: skip
+    draw_boxes(gt[person], ax, colors="#3cb44b", scale=scale, linewidth=3, texts=[f"GT {person}"])
+    g = r["grad"][mine]  # (K, 4) d total / d (x1, y1, x2, y2)
+    centre_grad = torch.stack([g[:, 0] + g[:, 2], g[:, 1] + g[:, 3]], 1)  # d / d (cx, cy)
+    norm = float(centre_grad.norm(dim=1).max()) if len(g) else 0.0
+    if norm > 0:
+        b = r["boxes"][mine]
+        centres = ((b[:, :2] + b[:, 2:]) / 2).tolist()
+        for (cx, cy), (gx, gy) in zip(centres, (-centre_grad / norm).tolist(), strict=True):
+            if gx or gy:
+                ax.add_patch(FancyArrow(cx * w, cy * h, gx * arrow_scale * w, gy * arrow_scale * w, width=0.004 * w,
+                                        color="black", length_includes_head=True))  # fmt: skip
+    ax.set_xlim(0, w)
+    ax.set_ylim(h, 0)
+    ax.set_title(
+        (title + "\n" if title else "")
+        + f"GT {person}: {out['positives']} positives, {out['with_rep']} with a G_rep; "
+        f"RepGT sum {out['rep_gt_sum']:.3f}, mean IoG {out['mean_iog']:.2f}",
+        fontsize=9,
+    )
+    return out
+
