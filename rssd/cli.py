@@ -186,7 +186,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     import time
     from pathlib import Path
 
-    from rssd.data.voc import VOC_CLASSES, VOCFormatError, load_voc_annotations
+    from rssd.data.voc import VOCFormatError, classes_of, load_voc_annotations
     from rssd.evaluate import evaluate_voc, read_voc_results
 
     if args.checkpoint is not None:
@@ -202,8 +202,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
         t0 = time.perf_counter()
         annotations = load_voc_annotations(args.voc_root, args.year, args.split)
         t1 = time.perf_counter()
-        names = {n for a in annotations for n in a.names}
-        classes = VOC_CLASSES if names <= set(VOC_CLASSES) else tuple(sorted(names))  # custom VOC-layout data
+        classes = classes_of(args.voc_root, args.year, annotations)  # classes.txt, VOC's 20, or the XML's names
         detections = read_voc_results(args.results, classes, prefix=args.prefix)
         t2 = time.perf_counter()
         if metric == "coco":

@@ -628,3 +628,26 @@ def test_gt_from_targets_carries_visibility() -> None:
                 "visible": np.array([0.5], np.float32)}]  # fmt: skip
     (r,) = gt_from_targets(targets, ["person"])
     assert r.visible.tolist() == [0.5] and r.boxes.tolist() == [[1.0, 1.0, 10.0, 20.0]]
+
+
+def test_cli_occlusion_level_on_synthetic_voc_layout(tmp_path: Path) -> None:
+    from rssd.data.synthetic import SynthConfig, write_synthetic_voc
+    from rssd.data.voc import load_voc_annotations
+
+    root = write_synthetic_voc(tmp_path / "synth", 15, seed=2, config=SynthConfig(size=160), progress=False)
+    records = load_voc_annotations(root, "synth", "test")
+    assert all(r.visible is not None for r in records)  # <visible> is read back from the XML
+    classes = ("person", "car", "dog")
+    perfect = {c: dets([(r.image_id, 1.0, list(b)) for r in records for b, n in zip(r.boxes, r.names, strict=True)
+                        if n == c]) for c in classes}  # fmt: skip
+    write_voc_results(perfect, tmp_path / "res", classes)
+    out = tmp_path / "out.json"
+    args = ["evaluate", "--voc-root", str(root), "--year", "synth", "--split", "test", "--results",
+            str(tmp_path / "res"), "--metric", "all-point", "--json", str(out)]  # fmt: skip
+    assert main([*args, "--subset", "partial", "--min-height", "8"]) == 0
+    js = json.loads(out.read_text())
+    assert js["subset"] == "partial" and all(v in (None, 1.0) for v in js["ap"].values())
+    partial = evaluate_voc(records, perfect, classes, subset="partial", min_height=8)
+    assert js["npos"] == partial.to_json()["npos"] and sum(js["npos"].values()) > 0
+    # fewer objects count in a level than in all
+    assert sum(js["npos"].values()) < sum(evaluate_voc(records, perfect, classes).to_json()["npos"].values())

@@ -41,6 +41,7 @@ __all__ = [
     "class_names_in",
     "read_class_file",
     "resolve_classes",
+    "classes_of",
     "annotation_target",
     "VOCDataset",
 ]
@@ -306,6 +307,15 @@ def resolve_classes(
     if all(d.name.startswith("VOC20") for d in year_dirs) and (not found or set(found) & set(VOC_CLASSES)):
         return VOC_CLASSES, "PASCAL VOC"
     return found, "the annotations"
+
+
+def classes_of(
+    voc_root: str | os.PathLike, year: str | int, annotations: Sequence[VOCAnnotation]
+) -> tuple[str, ...]:
+    """The classes of the VOC-layout data that :func:`load_voc_annotations` read (:func:`resolve_classes`)."""
+    root = Path(voc_root).expanduser()
+    year_dirs = [root] if (root / "Annotations").is_dir() else _year_dirs(root, year)
+    return resolve_classes(year_dirs, annotations, root)[0]
 
 
 def annotation_target(
