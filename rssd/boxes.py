@@ -11,12 +11,15 @@ This module imports no other rssd module.
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import Tensor
 from torchvision.ops import box_area, box_convert, box_iou
 
 __all__ = [
     "VARIANCES",
+    "DECODE_CLAMP",
     "xyxy_to_cxcywh",
     "cxcywh_to_xyxy",
     "box_iou",
@@ -29,6 +32,8 @@ __all__ = [
 
 #: SSD's encoding variances: centre offsets are divided by 0.1, log size ratios by 0.2.
 VARIANCES: tuple[float, float] = (0.1, 0.2)
+#: Largest log-size offset :func:`decode` applies (torchvision's ``BoxCoder`` clamp): a box at most 62.5x its prior.
+DECODE_CLAMP: float = math.log(1000.0 / 16)
 
 
 def xyxy_to_cxcywh(boxes_xyxy: Tensor) -> Tensor:
@@ -118,8 +123,11 @@ def decode(
 
     Returns:
         ``(..., P, 4)`` boxes in the priors' coordinate system (normalised ``xyxy`` for SSD).
+
+    The log-size offsets ``loc_wh * v1`` are clamped at :data:`DECODE_CLAMP` (``log(1000 / 16)``, as torchvision's
+    box coder), so a diverging model gives large but finite boxes instead of ``inf`` and NaN downstream.
     """
     p = priors_cxcywh
     cxcy = p[..., :2] + loc[..., :2] * variances[0] * p[..., 2:]
-    wh = p[..., 2:] * torch.exp(loc[..., 2:] * variances[1])
+    wh = p[..., 2:] * torch.exp((loc[..., 2:] * variances[1]).clamp(max=DECODE_CLAMP))
     return torch.cat([cxcy - wh / 2, cxcy + wh / 2], dim=-1)
