@@ -18,7 +18,7 @@ the centres of the 10x10 map's last row and column (step 32: ``9.5 * 32 / 300 = 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 from torch import Tensor
@@ -37,7 +37,6 @@ class PriorSpec:
     max_sizes: tuple[float, ...]
     aspect_ratios: tuple[tuple[float, ...], ...]
     clip: bool = True
-    variances: tuple[float, float] = field(default=(0.1, 0.2))
 
     def __post_init__(self) -> None:
         n = len(self.feature_maps)

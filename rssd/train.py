@@ -22,7 +22,6 @@ from __future__ import annotations
 import contextlib
 import csv
 import hashlib
-import json
 import math
 import os
 import random
@@ -397,7 +396,6 @@ def fit(
             "config": config.to_dict(),
             "optimizer": optimizer.state_dict(),
             "scheduler": scheduler.state_dict(),
-            "scaler": None,  # bf16 autocast needs no gradient scaler
             "rng": _rng_state(),
             **(extra or {}),
         }
@@ -604,8 +602,3 @@ def history_from_csv(path: str | os.PathLike) -> list[dict[str, float]]:
     """Read a run's ``log.csv`` back as a list of rows."""
     with open(path, newline="") as f:
         return [{k: float(v) for k, v in row.items()} for row in csv.DictReader(f)]
-
-
-def describe(config: TrainConfig) -> str:
-    """The resolved configuration as indented JSON (what ``config.json`` holds)."""
-    return json.dumps(config.to_dict(), indent=2)

@@ -323,7 +323,7 @@ def run_one(
         ValueError: the run's JSON was made with another configuration (delete it to run again).
     """
     from rssd.evaluate import ground_truth_of
-    from rssd.train import fit, load_model
+    from rssd.train import fit, history_from_csv, load_model
 
     results_dir = Path(results_dir)
     path = _result_path(results_dir, variant, seed)
@@ -377,7 +377,8 @@ def run_one(
         )
     if model is None:
         model = load_model(last)[0]
-    record["train_log"] = _read_log(config.run_dir / "log.csv")
+    log_csv = config.run_dir / "log.csv"
+    record["train_log"] = history_from_csv(log_csv) if log_csv.is_file() else []
     t0 = time.perf_counter()
     final = val if grid.final_split == "val" else grid.dataset(seed, "test")
     record[grid.final_split] = evaluate_run(model, grid, final, val_gt if grid.final_split == "val" else None)
@@ -397,15 +398,6 @@ def _split(record: dict[str, Any]) -> str:
 def _final(record: dict[str, Any]) -> dict[str, Any]:
     """A finished run's final evaluation (on test, or on val for an ablation grid)."""
     return record[_split(record)]
-
-
-def _read_log(path: Path) -> list[dict[str, float]]:
-    import csv
-
-    if not path.is_file():
-        return []
-    with open(path, newline="") as f:
-        return [{k: float(v) for k, v in row.items()} for row in csv.DictReader(f)]
 
 
 def run_grid(
