@@ -12,6 +12,11 @@
 
 ``L_loc``, ``L_conf`` and ``L_RepGT`` are divided by the number of positives in the batch (at least 1).
 No Python loop over images, GTs or priors; the maths runs in float32 even under autocast.
+
+Where the time goes (``benchmarks/bench_loss.py``): the loss matches on the (GT, prior) pairs that can reach the
+IoU threshold only, mines negatives on the background cross-entropy of every prior (no graph) with a per-image
+top-k cut-off, and keeps the cross-entropy's graph to the chosen priors; RepBox looks only at pairs of positives
+whose boxes overlap. Every result equals the straightforward dense computation's (tests compare them).
 """
 
 from __future__ import annotations
@@ -22,8 +27,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from rssd.boxes import VARIANCES, decode, paired_iog, paired_iou
-from rssd.matching import BACKGROUND, Matches, match, pad_targets
+from rssd.boxes import VARIANCES, cxcywh_to_xyxy, decode, encode, paired_iog, paired_iou
+from rssd.matching import NO_REPULSION, Matches, _match_core, match, pad_targets
 
 __all__ = [
     "smooth_ln",
@@ -60,6 +65,9 @@ def smooth_ln(x: Tensor, sigma: float) -> Tensor:
 def hard_negative_mask(ce: Tensor, positive: Tensor, neg_pos_ratio: int) -> Tensor:
     """Select, per image, the ``neg_pos_ratio * #pos`` negatives with the largest loss.
 
+    Ties are broken by the lower prior index (what a stable descending sort gives). Each image's cut-off is read
+    from one batched ``topk`` (as deep as the largest image's quota), not from a full sort of every row.
+
     Args:
         ce: ``(N, P)`` per-prior cross-entropy (detached inside).
         positive: ``(N, P)`` bool.
@@ -69,12 +77,45 @@ def hard_negative_mask(ce: Tensor, positive: Tensor, neg_pos_ratio: int) -> Tens
         ``(N, P)`` bool mask of mined negatives. An image without positives gets no negatives (as in SSD).
     """
     mining = ce.detach().masked_fill(positive, float("-inf"))  # positives never count as negatives
-    order = mining.argsort(dim=1, descending=True, stable=True)
-    ranks = torch.arange(ce.shape[1], device=ce.device).expand_as(order)
-    rank = torch.empty_like(order).scatter_(1, order, ranks)  # rank of each prior by loss, 0 = hardest
+    n_pri = positive.shape[1]
     num_pos = positive.sum(dim=1, keepdim=True)
-    num_neg = (neg_pos_ratio * num_pos).clamp(max=positive.shape[1] - num_pos)
-    return (rank < num_neg) & ~positive
+    num_neg = (neg_pos_ratio * num_pos).clamp(max=n_pri - num_pos)  # (N, 1)
+    depth = int(num_neg.max()) if num_neg.numel() else 0
+    if depth == 0:
+        return torch.zeros_like(positive)
+    # The cut-off of image n is its num_neg-th largest loss: every loss above it is taken, and of the losses equal
+    # to it, the lowest-index ones until the quota is full. One more value than the deepest quota tells whether
+    # the cut-off is tied beyond the quota (then the tie is broken by index).
+    top = mining.topk(min(depth + 1, n_pri), dim=1, sorted=True).values  # (N, D), NaN first as in a sort
+    if bool(top[:, 0].isnan().any()):  # keep the sort's order exactly
+        order = mining.argsort(dim=1, descending=True, stable=True)
+        ranks = torch.arange(n_pri, device=ce.device).expand_as(order)
+        rank = torch.empty_like(order).scatter_(1, order, ranks)  # rank of each prior by loss, 0 = hardest
+        return (rank < num_neg) & ~positive
+    cut = torch.where(num_neg > 0, top.gather(1, (num_neg - 1).clamp(min=0)), float("nan"))  # (N, 1); NaN: none
+    after = top.gather(1, num_neg.clamp(max=top.shape[1] - 1))  # the next value, < cut unless tied
+    if bool(((num_neg == 0) | ((after < cut) & (cut > float("-inf")))).all()):
+        return mining >= cut  # exactly num_neg per image; positives (-inf) stay out
+    chosen = mining > cut
+    at_cut = mining == cut
+    at_cut &= at_cut.cumsum(dim=1) <= num_neg - chosen.sum(dim=1, keepdim=True)
+    return (chosen | at_cut) & ~positive  # (a positive could only tie a cut-off of -inf)
+
+
+def _background_ce(conf_flat: Tensor) -> Tensor:
+    """``F.cross_entropy(conf_flat, 0)`` of every row, bit for bit, without a graph: ``(R,)``.
+
+    On CPU in blocks of rows whose log-softmax stays in cache (reading its first column straight after); the
+    result is the same, row by row, as one call.
+    """
+    with torch.no_grad():
+        if conf_flat.device.type != "cpu":
+            return -F.log_softmax(conf_flat, dim=1)[:, 0]
+        out = conf_flat.new_empty(conf_flat.shape[0])
+        step = max(1, (1 << 19) // max(conf_flat.shape[1], 1))  # 2 MiB of logits per block
+        for i in range(0, conf_flat.shape[0], step):
+            torch.neg(F.log_softmax(conf_flat[i : i + step], dim=1)[:, 0], out=out[i : i + step])
+        return out
 
 
 #: RepGT forms: the paper's ``Smooth_ln(IoG(B, G_rep))``, and rssd's own ``"excess"`` (see :func:`rep_gt_loss`).
@@ -104,7 +145,11 @@ def rep_box_loss(
 ) -> tuple[Tensor, Tensor]:
     """RepBox numerator and pair count over a batch.
 
-    Pairs are the unordered pairs of positives of one image matched to different GTs.
+    Pairs are the unordered pairs of positives of one image matched to different GTs. Only pairs whose boxes
+    overlap (or touch) in both x and y go through the differentiable part: for the others the IoU, its gradient and
+    their count are exactly 0 (touching boxes are kept, their gradient is not 0). They are found without listing
+    every pair: sorted by ``x1`` within each image, box ``i`` can only meet the boxes after it up to the first
+    whose ``x1`` exceeds its ``x2`` (a ``searchsorted``).
 
     Args:
         pred_xyxy: ``(K, 4)`` decoded predicted boxes of the batch's positives, grouped by image in order
@@ -118,22 +163,43 @@ def rep_box_loss(
         ``(sum of Smooth_ln(IoU) over the pairs, number of pairs with IoU > 0)``.
     """
     dev = pred_xyxy.device
-    num_pos = torch.bincount(image, minlength=n_img)  # (N,)
-    k = int(num_pos.max()) if image.numel() else 0
-    if k < 2:
-        zero = pred_xyxy.new_zeros(())
+    n_pos = image.numel()
+    zero = pred_xyxy.new_zeros(())
+    if n_pos < 2:
         return zero, zero
-    # Scatter the positives into (N, K) slots, one row per image; empty slots are masked out.
-    start = torch.cumsum(num_pos, 0) - num_pos
-    slot = torch.arange(image.numel(), device=dev) - start[image]
-    boxes = pred_xyxy.new_zeros(n_img, k, 4).index_put((image, slot), pred_xyxy)  # (N, K, 4)
-    owner = torch.full((n_img, k), -1, dtype=torch.long, device=dev).index_put((image, slot), matched_idx)
-    filled = torch.arange(k, device=dev)[None, :] < num_pos[:, None]  # (N, K)
-    iou = paired_iou(boxes[:, :, None, :], boxes[:, None, :, :])  # (N, K, K)
-    upper = torch.ones(k, k, dtype=torch.bool, device=dev).triu(diagonal=1)
-    pair = upper & filled[:, :, None] & filled[:, None, :] & (owner[:, :, None] != owner[:, None, :])
-    total = (smooth_ln(iou, sigma) * pair).sum()
-    count = (pair & (iou > 0)).sum().to(total.dtype)
+    with torch.no_grad():
+        x1, y1, x2, y2 = pred_xyxy.detach().unbind(1)
+        # A key increasing with (image, x1); clamping and float rounding keep it monotone, so the search below
+        # finds a superset of the boxes whose x1 <= x2 of box i (the x-overlap test for boxes after i).
+        span = 4.0
+        offset = image.to(x1.dtype) * (2 * span + 1) + span
+        order = torch.sort(x1.clamp(-span, span) + offset, stable=True).indices  # by image, then x1
+        key = (x1.clamp(-span, span) + offset).index_select(0, order)
+        reach = torch.searchsorted(key, (x2.clamp(-span, span) + offset).index_select(0, order), right=True)
+        ar = torch.arange(n_pos, device=dev)
+        after = (reach - ar - 1).clamp_(min=0)  # candidates after each sorted box
+        n_cand = int(after.sum())
+        if n_cand == 0:
+            return zero, zero
+        i = torch.repeat_interleave(ar, after, output_size=n_cand)
+        j = i + 1 + (torch.arange(n_cand, device=dev) - (torch.cumsum(after, 0) - after).index_select(0, i))
+        first, second = order.index_select(0, i), order.index_select(0, j)
+        keep = matched_idx.index_select(0, first) != matched_idx.index_select(0, second)
+        for lo, hi in ((x1, x2), (y1, y2)):
+            gap = torch.minimum(hi.index_select(0, first), hi.index_select(0, second))
+            gap -= torch.maximum(lo.index_select(0, first), lo.index_select(0, second))
+            keep &= ~(gap < 0)  # NaN stays in
+        keep = keep.nonzero().squeeze(1)
+        first, second = first.index_select(0, keep), second.index_select(0, keep)
+    # paired_iou's operations, on coordinate columns (cheaper to gather and to scatter back than (pairs, 4) rows).
+    ax1, ay1, ax2, ay2 = (c.index_select(0, first) for c in pred_xyxy.unbind(1))
+    bx1, by1, bx2, by2 = (c.index_select(0, second) for c in pred_xyxy.unbind(1))
+    inter = (torch.minimum(ax2, bx2) - torch.maximum(ax1, bx1)).clamp(min=0)
+    inter = inter * (torch.minimum(ay2, by2) - torch.maximum(ay1, by1)).clamp(min=0)
+    union = (ax2 - ax1) * (ay2 - ay1) + (bx2 - bx1) * (by2 - by1) - inter
+    iou = inter / (union + 1e-9)  # (pairs,)
+    total = smooth_ln(iou, sigma).sum()
+    count = (iou > 0).sum().to(total.dtype)
     return total, count
 
 
@@ -249,44 +315,54 @@ class RepulsionLoss(nn.Module):
         if conf.shape[2] != self.num_classes:
             raise ValueError(f"conf has {conf.shape[2]} classes, the loss was built for {self.num_classes}")
         loc, conf, priors = loc.float(), conf.float(), priors.float()
-        m = self.match(priors, targets)
-        labels = m.targets.labels[m.targets.valid]
+        padded = pad_targets(targets, priors.device)
+        labels = padded.labels[padded.valid]
         if labels.numel() and (int(labels.min()) < 1 or int(labels.max()) >= self.num_classes):
             raise ValueError(
                 f"target labels must lie in 1..{self.num_classes - 1} (0 is background), "
                 f"got {int(labels.min())}..{int(labels.max())}"
             )
-        pos = m.positive  # (N, P)
-        pos_img, pos_pri = pos.nonzero(as_tuple=True)  # (K,) positives, grouped by image
+        # What `self.match` gives, on the positives only (the loss reads nothing else).
+        m = _match_core(cxcywh_to_xyxy(priors), padded, self.iou_threshold, self.same_class, full=False)
+        pos, pos_img, pos_pri, pos_gt = m.positive, m.pos_img, m.pos_pri, m.pos_gt  # (N, P); (K,) by image
+        n_img, n_pri = pos.shape
+        gt_boxes = padded.boxes
         num_pos = torch.tensor(max(pos_img.numel(), 1), dtype=loc.dtype, device=loc.device)
 
-        loc_pos = loc[pos_img, pos_pri]  # (K, 4)
-        loss_loc = F.smooth_l1_loss(loc_pos, m.loc_targets[pos_img, pos_pri], reduction="sum", beta=1.0)
+        pos_flat = pos_img * n_pri + pos_pri  # (K,)
+        loc_pos = loc.reshape(-1, 4).index_select(0, pos_flat)  # (K, 4)
+        attr_boxes = gt_boxes[pos_img, pos_gt]  # (K, 4) G_attr
+        priors_pos = priors.index_select(0, pos_pri)
+        loc_targets = encode(attr_boxes, priors_pos, self.variances)
+        loss_loc = F.smooth_l1_loss(loc_pos, loc_targets, reduction="sum", beta=1.0)
 
-        ce = F.cross_entropy(conf.reshape(-1, self.num_classes), m.labels.reshape(-1), reduction="none")
-        ce = ce.reshape(pos.shape)  # (N, P)
-        neg = hard_negative_mask(ce, pos, self.neg_pos_ratio)
-        loss_conf = (ce * (pos | neg)).sum()
+        # Cross-entropy: negatives are mined on the background loss of every prior (no gradient needed), then
+        # the loss and its gradient are computed on the chosen rows only (positives and mined negatives).
+        conf_flat = conf.reshape(-1, self.num_classes)
+        background = _background_ce(conf_flat).view(n_img, n_pri)  # = CE with label 0
+        neg_img, neg_pri = hard_negative_mask(background, pos, self.neg_pos_ratio).nonzero(as_tuple=True)
+        rows = torch.cat([pos_flat, neg_img * n_pri + neg_pri])
+        classes = torch.cat([m.pos_labels, torch.zeros_like(neg_img)])
+        loss_conf = F.cross_entropy(conf_flat.index_select(0, rows), classes, reduction="sum")
+        # A non-finite logit anywhere still makes the loss non-finite, as when every prior's CE was summed.
+        loss_conf = loss_conf + background.masked_fill(pos, 0.0).sum() * 0.0
 
         zero = torch.zeros((), dtype=loc.dtype, device=loc.device)
         loss_rep_gt, loss_rep_box = zero, zero
         if self.alpha or self.beta:
-            pred_pos = decode(loc_pos, priors[pos_pri], self.variances)  # (K, 4): gradients reach `loc`
+            pred_pos = decode(loc_pos, priors_pos, self.variances)  # (K, 4): gradients reach `loc`
             if self.alpha:
                 if self.seed_compat:
-                    matched = m.matched_idx[pos_img, pos_pri]
-                    rep_idx = seed_rep_targets(pred_pos, pos_img, matched, m.targets.boxes, m.targets.valid)
-                    rep_boxes = m.targets.boxes[pos_img, rep_idx]
+                    rep_idx = seed_rep_targets(pred_pos, pos_img, pos_gt, gt_boxes, padded.valid)
+                    rep_boxes = gt_boxes[pos_img, rep_idx]
                     has_rep = torch.ones_like(pos_img, dtype=torch.bool)
                 else:
-                    rep_boxes = m.rep_boxes[pos_img, pos_pri]
-                    has_rep = m.rep_idx[pos_img, pos_pri] != BACKGROUND
-                attr = m.matched_boxes[pos_img, pos_pri] if self.rep_gt_mode == "excess" else None
+                    has_rep = m.pos_rep != NO_REPULSION
+                    rep_boxes = gt_boxes[pos_img, m.pos_rep.clamp(min=0)] * has_rep[:, None]
+                attr = attr_boxes if self.rep_gt_mode == "excess" else None
                 loss_rep_gt = rep_gt_loss(pred_pos, rep_boxes, has_rep, self.sigma_gt, attr) / num_pos
             if self.beta:
-                total_box, count = rep_box_loss(
-                    pred_pos, pos_img, m.matched_idx[pos_img, pos_pri], pos.shape[0], self.sigma_box
-                )
+                total_box, count = rep_box_loss(pred_pos, pos_img, pos_gt, n_img, self.sigma_box)
                 loss_rep_box = total_box / (count + 1e-9)
 
         out = {"loc": loss_loc / num_pos, "conf": loss_conf / num_pos, "rep_gt": loss_rep_gt, "rep_box": loss_rep_box}

@@ -2,8 +2,10 @@
 
 For a batch of ``N`` images with different numbers of ground-truth (GT) boxes, :func:`match` decides for every
 prior (default box) whether it is a positive, which GT it regresses to (its *attraction* target, ``G_attr``)
-and which other GT repels it (its *repulsion* target, ``G_rep``, used by RepGT). Everything is computed on
-padded ``(N, G, P)`` tensors, with no Python loop over images, GTs or priors.
+and which other GT repels it (its *repulsion* target, ``G_rep``, used by RepGT). Everything is computed for the
+whole batch at once, with no Python loop over images, GTs or priors: the IoU on the flat list of the batch's real
+GTs and only for the (GT, prior) pairs that overlap (every other IoU is 0), the per-prior and per-GT maxima as
+segment maxima (``scatter_reduce``) over those pairs, the repulsion targets on the positives only.
 
 The rules (SSD, Liu et al. 2016, as in ssd.pytorch; the repulsion target from Wang et al. 2018):
 
@@ -29,9 +31,8 @@ from dataclasses import dataclass
 
 import torch
 from torch import Tensor
-from torch.nn.utils.rnn import pad_sequence
 
-from rssd.boxes import VARIANCES, box_iou, cxcywh_to_xyxy, encode
+from rssd.boxes import VARIANCES, cxcywh_to_xyxy, encode
 
 __all__ = ["BACKGROUND", "NO_REPULSION", "PaddedTargets", "Matches", "pad_targets", "match", "forced_priors"]
 
@@ -90,24 +91,245 @@ def pad_targets(targets: list[dict[str, Tensor]], device: torch.device | str | N
     """
     if len(targets) == 0:
         raise ValueError("pad_targets needs at least one image")
-    boxes = [t["boxes"].reshape(-1, 4).to(device=device, dtype=torch.float32) for t in targets]
-    labels = [t["labels"].reshape(-1).to(device=device, dtype=torch.long) for t in targets]
-    dev = boxes[0].device
-    # One all-invalid row guarantees G >= 1.
-    boxes.append(torch.zeros(1, 4, device=dev))
-    labels.append(torch.zeros(1, dtype=torch.long, device=dev))
-    counts = torch.tensor([len(b) for b in boxes[:-1]] + [1], device=dev)
-    boxes_p = pad_sequence(boxes, batch_first=True)[:-1]  # (N, G, 4)
-    labels_p = pad_sequence(labels, batch_first=True)[:-1]  # (N, G)
-    g = torch.arange(boxes_p.shape[1], device=dev)
-    valid = g[None, :] < counts[:-1, None]  # (N, G)
+    boxes = [b if b.dim() == 2 and b.shape[1] == 4 else b.reshape(-1, 4) for b in (t["boxes"] for t in targets)]
+    labels = [lab if lab.dim() == 1 else lab.reshape(-1) for lab in (t["labels"] for t in targets)]
+    dev = torch.device(device) if device is not None else boxes[0].device
+    if any(b.device != dev for b in boxes) or any(lab.device != dev for lab in labels):
+        boxes, labels = [b.to(dev) for b in boxes], [lab.to(dev) for lab in labels]
+    counts = [b.shape[0] for b in boxes]
+    valid = torch.arange(max(max(counts), 1), device=dev)[None, :] < torch.tensor(counts, device=dev)[:, None]
+    boxes_p = torch.zeros(*valid.shape, 4, device=dev)  # (N, G, 4)
+    boxes_p[valid] = torch.cat(boxes).to(torch.float32)  # row-major order of `valid` = the images' order
+    labels_p = torch.zeros(valid.shape, dtype=torch.long, device=dev)  # (N, G)
+    labels_p[valid] = torch.cat(labels).to(torch.long)
     return PaddedTargets(boxes=boxes_p, labels=labels_p, valid=valid)
 
 
+def _gt_prior_iou(gt_xyxy: Tensor, priors_xyxy: Tensor) -> Tensor:
+    """``(T, P)`` IoU of every box of ``gt_xyxy (T, 4)`` with every prior, on coordinate planes.
+
+    The same operations as torchvision's ``box_iou``, element by element, so the values are bit-identical;
+    it avoids the ``(T, P, 2)`` intermediates, which are several times slower on CPU.
+    """
+    gx1, gy1, gx2, gy2 = (c[:, None] for c in gt_xyxy.unbind(1))
+    px1, py1, px2, py2 = (c[None, :] for c in priors_xyxy.unbind(1))
+    w = torch.minimum(gx2, px2).sub_(torch.maximum(gx1, px1)).clamp_(min=0)
+    h = torch.minimum(gy2, py2).sub_(torch.maximum(gy1, py1)).clamp_(min=0)
+    inter = w.mul_(h)
+    union = ((gx2 - gx1) * (gy2 - gy1) + (px2 - px1) * (py2 - py1)).sub_(inter)
+    return inter.div_(union)
+
+
+_INTERVALS: dict = {}
+
+
+@dataclass
+class _Intervals:
+    """The priors' distinct x intervals ``ux (Ux, 2)`` and y intervals ``uy (Uy, 2)``, each prior's index into them
+    (``xi``, ``yi``), and for joins: the priors' *families* (priors of one size: on SSD's grids, one family per
+    feature map and aspect ratio) with each interval's family (``fx``, ``fy``; intervals are numbered family by
+    family), and the priors sorted by (x interval, y interval) cell (``cell_start``/``cell_count`` into
+    ``cell_priors``)."""
+
+    ux: Tensor
+    xi: Tensor
+    fx: Tensor
+    uy: Tensor
+    yi: Tensor
+    fy: Tensor
+    n_families: int
+    cell_priors: Tensor
+    cell_start: Tensor
+    cell_count: Tensor
+
+
+def _prior_intervals(priors_xyxy: Tensor) -> _Intervals:
+    """:class:`_Intervals` of the priors (SSD300: 8732 priors in 34 families, 387 distinct x and 387 y intervals).
+
+    Cached for the last priors seen on each device (compared by value, so a changed tensor is never served stale
+    results).
+    """
+    key = (priors_xyxy.device, priors_xyxy.shape[0])
+    hit = _INTERVALS.get(key)
+    if hit is not None and torch.equal(hit[0], priors_xyxy):
+        return hit[1]
+    x1, y1, x2, y2 = priors_xyxy.unbind(1)
+    # Families by size, to 1e-6 (corner round-off differs along a grid); any grouping would be correct, only slower.
+    sizes, family = torch.unique(torch.stack([x2 - x1, y2 - y1], 1).mul(1e6).round(), dim=0, return_inverse=True)
+    fam = family.to(priors_xyxy.dtype)  # exact for any realistic number of families
+    ux, xi = torch.unique(torch.stack([fam, x1, x2], 1), dim=0, return_inverse=True)
+    uy, yi = torch.unique(torch.stack([fam, y1, y2], 1), dim=0, return_inverse=True)
+    cell = xi * uy.shape[0] + yi
+    count = torch.bincount(cell, minlength=ux.shape[0] * uy.shape[0])
+    out = _Intervals(
+        ux=ux[:, 1:].contiguous(),
+        xi=xi,
+        fx=ux[:, 0].long(),
+        uy=uy[:, 1:].contiguous(),
+        yi=yi,
+        fy=uy[:, 0].long(),
+        n_families=sizes.shape[0],
+        cell_priors=cell.argsort(stable=True),
+        cell_start=torch.cumsum(count, 0) - count,
+        cell_count=count,
+    )
+    _INTERVALS[key] = (priors_xyxy.clone(), out)
+    return out
+
+
+def _overlap_pairs(gt_xyxy: Tensor, priors_xyxy: Tensor, min_iou: float = 0.0) -> tuple[Tensor, Tensor, Tensor]:
+    """The (GT, prior) pairs whose boxes overlap in both axes, and their IoU.
+
+    Every other pair has IoU exactly 0 (about 90 % of them on crowds with SSD300), so the dense ``(T, P)`` IoU is
+    never built: the overlap test runs on the priors' distinct intervals, the IoU on the overlapping pairs only,
+    with ``box_iou``'s operations (bit-identical values).
+
+    With ``min_iou > 0``, only the pairs that can reach it (a superset of those that do): ``IoU >= m`` needs the
+    union to be at least the larger area, so ``w h >= m max(A_g, A_p)`` with the overlap ``h`` at most either
+    box's height, hence ``w >= m max(w_g, w_p)`` and likewise for the heights (tested with a 0.1 % margin). At
+    ``m = 0.5`` this keeps about 5 % of the overlapping pairs.
+
+    The pairs come from a ``(P, T)`` bool scan or, when few intervals pass (as with ``min_iou``), from joining each
+    GT's passing x and y intervals of one prior family on the priors' (x interval, y interval) cells.
+
+    Returns:
+        ``(t, p, iou)``, each ``(M,)``: GT row, prior index and IoU, in no particular order.
+    """
+    iv = _prior_intervals(priors_xyxy)
+    ux, xi, uy, yi = iv.ux, iv.xi, iv.uy, iv.yi
+    n_gt, n_pri = gt_xyxy.shape[0], priors_xyxy.shape[0]
+    dev = gt_xyxy.device
+    gx1, gy1, gx2, gy2 = (c[:, None] for c in gt_xyxy.unbind(1))
+    # Overlap lengths of every GT with every distinct interval, (T, U).
+    ux1, ux2, uy1, uy2 = ux[None, :, 0], ux[None, :, 1], uy[None, :, 0], uy[None, :, 1]
+    w = torch.minimum(gx2, ux2).sub_(torch.maximum(gx1, ux1)).clamp_(min=0)
+    h = torch.minimum(gy2, uy2).sub_(torch.maximum(gy1, uy1)).clamp_(min=0)
+    x_ok, y_ok = w > 0, h > 0
+    if min_iou > 0:
+        m = min_iou * (1.0 - 1e-3)
+        x_ok &= w >= torch.maximum(m * (gx2 - gx1), m * (ux2 - ux1))
+        y_ok &= h >= torch.maximum(m * (gy2 - gy1), m * (uy2 - uy1))
+    # Join on (GT, family): passing x and y intervals come sorted by GT, then family (intervals are numbered so).
+    xt, xu = x_ok.nonzero(as_tuple=True)
+    yt, yv = y_ok.nonzero(as_tuple=True)
+    n_keys = n_gt * iv.n_families
+    y_count = torch.bincount(yt * iv.n_families + iv.fy.index_select(0, yv), minlength=n_keys)
+    x_key = xt * iv.n_families + iv.fx.index_select(0, xu)
+    reps = y_count.index_select(0, x_key)  # passing y intervals of the same GT and family, per x interval
+    n_combos = int(reps.sum())
+    if n_combos * 4 < n_pri * n_gt:
+        k = torch.repeat_interleave(torch.arange(xt.numel(), device=dev), reps, output_size=n_combos)
+        y_of = (torch.cumsum(y_count, 0) - y_count).index_select(0, x_key.index_select(0, k))
+        y_of += torch.arange(n_combos, device=dev) - (torch.cumsum(reps, 0) - reps).index_select(0, k)
+        cell = xu.index_select(0, k) * uy.shape[0] + yv.index_select(0, y_of)
+        count = iv.cell_count.index_select(0, cell)  # priors in each cell (1 on SSD's grids, 0 off them)
+        if not bool((count == 1).all()):
+            some = (count > 0).nonzero().squeeze(1)
+            k, cell, count = k.index_select(0, some), cell.index_select(0, some), count.index_select(0, some)
+            n_pairs = int(count.sum())
+            j = torch.repeat_interleave(torch.arange(k.numel(), device=dev), count, output_size=n_pairs)
+            k, cell = k.index_select(0, j), cell.index_select(0, j)
+            within = torch.arange(n_pairs, device=dev) - (torch.cumsum(count, 0) - count).index_select(0, j)
+        else:
+            within = 0
+        p = iv.cell_priors.index_select(0, iv.cell_start.index_select(0, cell) + within)
+        t = xt.index_select(0, k)
+    else:  # many: scan (P, T), expanding interval rows to priors
+        hit = x_ok.t().contiguous().index_select(0, xi)  # (P, T) bool
+        hit &= y_ok.t().contiguous().index_select(0, yi)
+        p, t = hit.nonzero(as_tuple=True)
+    inter = w.view(-1).index_select(0, t * ux.shape[0] + xi.index_select(0, p))
+    inter *= h.view(-1).index_select(0, t * uy.shape[0] + yi.index_select(0, p))
+    area_g = ((gx2 - gx1) * (gy2 - gy1)).squeeze(1)
+    px1, py1, px2, py2 = priors_xyxy.unbind(1)
+    area_p = (px2 - px1) * (py2 - py1)
+    return t, p, inter / ((area_g.index_select(0, t) + area_p.index_select(0, p)) - inter)
+
+
+def _pack(iou: Tensor, index: Tensor, n_index: int) -> Tensor:
+    """``(M,)`` long keys ordered as ``(iou, -index)``: the IoU's bits (monotone for ``IoU >= 0``) above the
+    reversed index, so that a maximum picks the largest IoU and, among equal ones, the lowest index."""
+    bits = max(n_index - 1, 1).bit_length()
+    return (iou.view(torch.int32).long() << bits) | (n_index - 1 - index)
+
+
+def _segment_keys(segment: Tensor, index: Tensor, iou: Tensor, n_segments: int, n_index: int) -> Tensor:
+    """Per segment, the largest ``iou`` and the lowest ``index`` that has it (``argmax`` over a dense row), packed.
+
+    One ``scatter_reduce`` (amax) of :func:`_pack`'s keys; :func:`_unpack` reads them. A segment with no entry gets
+    key 0 (IoU 0).
+
+    Args:
+        segment, index, iou: ``(M,)`` entries: the segment each belongs to, its index within the dense row, IoU.
+
+    Returns:
+        ``(n_segments,)`` long keys.
+    """
+    key = torch.zeros(n_segments, dtype=torch.long, device=iou.device)
+    return key.scatter_reduce_(0, segment, _pack(iou, index, n_index), "amax")
+
+
+def _unpack(key: Tensor, n_index: int) -> tuple[Tensor, Tensor]:
+    """``(best, index)`` from :func:`_segment_keys`' keys (``index`` is meaningless where nothing was packed)."""
+    bits = max(n_index - 1, 1).bit_length()
+    return (key >> bits).int().view(torch.float32), n_index - 1 - (key & ((1 << bits) - 1))
+
+
+def _contest(
+    rows_img: Tensor,
+    rows_gt: Tensor,
+    best_prior: Tensor,
+    best_iou: Tensor,
+    iou_rows,
+    shape: tuple[int, int, int],
+) -> tuple[Tensor, Tensor]:
+    """Rule 2's rounds, from each GT's first choice (its best prior and that IoU).
+
+    ``iou_rows(rows_img, rows_gt) -> (U, P)`` gives the full IoU rows of the GTs that lost a contest; only they
+    are revisited. Returns ``(N, G)`` the forced prior of each GT (``-1`` for padding) and its IoU.
+    """
+    n_img, n_gt, n_pri = shape
+    dev = best_iou.device
+    forced = torch.full((n_img, n_gt), -1, dtype=torch.long, device=dev)
+    forced_iou = torch.zeros((n_img, n_gt), dtype=best_iou.dtype, device=dev)
+    taken = None  # (N * P) flat (image, prior) slots already given, once a GT has lost a contest
+    cand = None  # (U, P) rows with taken priors masked, built once a GT has lost a contest
+    while rows_img.numel():
+        if cand is not None:
+            best_prior = cand.argmax(dim=1)  # argmax: first of ties
+            best_iou = cand.gather(1, best_prior[:, None]).squeeze(1)
+        alive = best_iou >= 0  # a row of -1 has no prior left at all
+        if not bool(alive.all()):
+            rows_img, rows_gt, best_prior, best_iou = (t[alive] for t in (rows_img, rows_gt, best_prior, best_iou))
+            cand = cand[alive] if cand is not None else None
+        slot = rows_img * n_pri + best_prior
+        # For each contested prior the highest IoU wins, and among equal IoUs the lowest GT index.
+        contested, which = torch.unique(slot, return_inverse=True)
+        top = torch.full(contested.shape, -2.0, device=dev, dtype=best_iou.dtype)
+        top = top.scatter_reduce(0, which, best_iou, "amax")
+        win = best_iou == top[which]
+        low = torch.full(contested.shape, n_gt, device=dev, dtype=torch.long)
+        low = low.scatter_reduce(0, which, torch.where(win, rows_gt, n_gt), "amin")
+        win = win & (low[which] == rows_gt)
+        forced[rows_img[win], rows_gt[win]] = best_prior[win]
+        forced_iou[rows_img[win], rows_gt[win]] = best_iou[win]
+        if bool(win.all()):
+            break
+        if taken is None:
+            taken = torch.zeros(n_img * n_pri, dtype=torch.bool, device=dev)
+        taken[slot[win]] = True
+        lose = ~win
+        rows_img, rows_gt = rows_img[lose], rows_gt[lose]
+        cand = iou_rows(rows_img, rows_gt) if cand is None else cand[lose]
+        cand = cand.masked_fill(taken.view(n_img, n_pri)[rows_img], -1.0)
+    return forced, forced_iou
+
+
 def forced_priors(iou: Tensor, valid: Tensor) -> Tensor:
-    """Give every valid GT a distinct best prior (rule 2 of the module docstring).
+    """Give every valid GT a distinct best prior (rule 2 of the module docstring), from a dense IoU.
 
     Works on the flat list of valid GTs; a round only revisits the GTs that lost a contest in the last one.
+    (:func:`match` runs the same rounds from the overlapping pairs only, never building this ``(N, G, P)``.)
 
     Args:
         iou: ``(N, G, P)`` IoU between GTs and priors.
@@ -117,39 +339,138 @@ def forced_priors(iou: Tensor, valid: Tensor) -> Tensor:
         ``(N, G)`` long, the prior each GT is forced onto, ``-1`` for padding (and, only if an image had more
         GTs than priors, for GTs left without one).
     """
-    n_img, n_gt, n_pri = iou.shape
-    dev = iou.device
-    forced = torch.full((n_img, n_gt), -1, dtype=torch.long, device=dev)
-    taken = torch.zeros(n_img * n_pri, dtype=torch.bool, device=dev)  # flat (image, prior) slots
-    rows_img, rows_gt = valid.nonzero(as_tuple=True)  # (U,) the GTs still looking for a prior
-    best_prior = iou.argmax(dim=2)[rows_img, rows_gt]  # round 1 reads the full tensor; argmax: first of ties
-    cand = None  # (U, P) rows with taken priors masked, built once a GT has lost a contest
-    while rows_img.numel():
-        if cand is not None:
-            best_prior = cand.argmax(dim=1)
-            best_iou = cand.gather(1, best_prior[:, None]).squeeze(1)
-        else:
-            best_iou = iou[rows_img, rows_gt, best_prior]
-        alive = best_iou >= 0  # a row of -1 has no prior left at all
-        if not bool(alive.all()):
-            rows_img, rows_gt, best_prior, best_iou = (t[alive] for t in (rows_img, rows_gt, best_prior, best_iou))
-            cand = cand[alive] if cand is not None else None
-        slot = rows_img * n_pri + best_prior
-        # For each contested prior the highest IoU wins, and among equal IoUs the lowest GT index.
-        top = torch.full((n_img * n_pri,), -2.0, device=dev, dtype=best_iou.dtype)
-        top = top.scatter_reduce(0, slot, best_iou, "amax")
-        win = best_iou == top[slot]
-        low = torch.full((n_img * n_pri,), n_gt, device=dev, dtype=torch.long)
-        low = low.scatter_reduce(0, slot, torch.where(win, rows_gt, n_gt), "amin")
-        win = win & (low[slot] == rows_gt)
-        forced[rows_img[win], rows_gt[win]] = best_prior[win]
-        taken[slot[win]] = True
-        lose = ~win
-        rows_img, rows_gt = rows_img[lose], rows_gt[lose]
-        cand = iou[rows_img, rows_gt] if cand is None else cand[lose]
-        if rows_img.numel():
-            cand = cand.masked_fill(taken.view(n_img, n_pri)[rows_img], -1.0)
-    return forced
+    rows_img, rows_gt = valid.nonzero(as_tuple=True)  # (U,) the GTs looking for a prior
+    best_prior = iou.argmax(dim=2)[rows_img, rows_gt]
+    best_iou = iou[rows_img, rows_gt, best_prior]
+    return _contest(rows_img, rows_gt, best_prior, best_iou, lambda i, g: iou[i, g], tuple(iou.shape))[0]
+
+
+@dataclass
+class _Core:
+    """What :func:`match` computes before spreading it over ``(N, P, ...)`` tensors (the loss reads this).
+
+    ``best_idx``/``best_iou``: ``(N, P)`` each prior's GT and IoU after rule 2 (the best GT for negatives too), only
+    with ``full`` (else None);
+    ``positive``, ``forced``: ``(N, P)`` bool; ``pos_img``, ``pos_pri``: ``(K,)`` the positives, grouped by image
+    (as ``positive.nonzero()`` lists them); ``pos_gt``, ``pos_labels``, ``pos_rep``: ``(K,)`` their ``G_attr``,
+    class and ``G_rep`` (or ``NO_REPULSION``).
+    """
+
+    targets: PaddedTargets
+    best_idx: Tensor | None
+    best_iou: Tensor | None
+    positive: Tensor
+    forced: Tensor
+    pos_img: Tensor
+    pos_pri: Tensor
+    pos_gt: Tensor
+    pos_labels: Tensor
+    pos_rep: Tensor
+
+
+def _match_core(
+    priors_xyxy: Tensor, padded: PaddedTargets, iou_threshold: float, same_class: bool, full: bool = True
+) -> _Core:
+    """Rules 1-4 for a batch; see :func:`match`.
+
+    With ``full=False`` (what the loss needs), only the pairs that can reach ``iou_threshold`` are scored for rule 3,
+    and ``best_idx`` / ``best_iou`` (the best GT of every prior) are not returned.
+    """
+    if not iou_threshold > 0:
+        raise ValueError(f"iou_threshold must be > 0, got {iou_threshold}")
+    gt_boxes, gt_labels, valid = padded.boxes, padded.labels, padded.valid
+    n_img, n_gt, _ = gt_boxes.shape
+    n_pri = priors_xyxy.shape[0]
+    dev = gt_boxes.device
+
+    # Rule 1 on the flat list of real GTs, overlapping pairs only: every other (GT, prior) IoU is exactly 0.
+    rows_img, rows_gt = valid.nonzero(as_tuple=True)  # (T,)
+    gt_flat = gt_boxes[rows_img, rows_gt]  # (T, 4)
+    t, p, iou = _overlap_pairs(gt_flat, priors_xyxy, 0.0 if full else iou_threshold)  # (M,)
+
+    # Rule 3: every prior takes its best GT (ties and all-zero columns: the lowest index, as argmax), on packed
+    # keys. Without `full`, only for the priors it makes positive: those with an entry >= the threshold.
+    slot = rows_img.index_select(0, t) * n_pri + p  # flat (image, prior)
+    gt_of = rows_gt.index_select(0, t)
+    if full:
+        key = _segment_keys(slot, gt_of, iou, n_img * n_pri, n_gt)  # (N * P,)
+    else:
+        above = (iou >= iou_threshold).nonzero().squeeze(1)
+        slot, gt_of, iou_above = slot.index_select(0, above), gt_of.index_select(0, above), iou.index_select(0, above)
+
+    # Rule 2: each GT's best prior (ties: the lowest index; prior 0 when it overlaps none), then contests. Without
+    # `full`, a GT whose best pair above is under the threshold may have its best prior elsewhere: redo it on all
+    # its overlapping pairs.
+    n_real = gt_flat.shape[0]
+    gt_best, first = _unpack(_segment_keys(t, p, iou, n_real, n_pri), n_pri)
+    if not full:
+        redo = (gt_best < iou_threshold).nonzero().squeeze(1)
+        if redo.numel():
+            t2, p2, iou2 = _overlap_pairs(gt_flat.index_select(0, redo), priors_xyxy)
+            best2, first2 = _unpack(_segment_keys(t2, p2, iou2, redo.numel(), n_pri), n_pri)
+            gt_best, first = gt_best.index_put((redo,), best2), first.index_put((redo,), first2)
+    first = torch.where(gt_best > 0, first, 0)
+
+    def iou_rows(r_img: Tensor, r_gt: Tensor) -> Tensor:
+        return _gt_prior_iou(gt_boxes[r_img, r_gt], priors_xyxy)
+
+    forced_prior, forced_iou = _contest(rows_img, rows_gt, first, gt_best, iou_rows, (n_img, n_gt, n_pri))
+    img_idx, gt_idx = (forced_prior >= 0).nonzero(as_tuple=True)
+    forced_slot = img_idx * n_pri + forced_prior[img_idx, gt_idx]
+    forced_key = _pack(forced_iou[img_idx, gt_idx], gt_idx, n_gt)
+    forced = torch.zeros(n_img * n_pri, dtype=torch.bool, device=dev)
+    forced[forced_slot] = True
+    # Forced priors take their GT (and its IoU) whatever their best GT, and are positive whatever that IoU is.
+    if full:
+        threshold = torch.tensor([iou_threshold], dtype=torch.float32, device=dev)
+        positive = key >= _pack(threshold, torch.tensor([n_gt - 1], device=dev), n_gt)  # IoU >= threshold
+        key.index_put_((forced_slot,), forced_key)
+        positive |= forced
+        best_iou, best_idx = _unpack(key, n_gt)
+        best_idx = torch.where((best_iou > 0) | forced, best_idx, 0)  # GT 0 where every IoU is 0, as argmax
+        best_iou, best_idx = best_iou.view(n_img, n_pri), best_idx.view(n_img, n_pri)
+        pos_img, pos_pri = positive.view(n_img, n_pri).nonzero(as_tuple=True)  # (K,)
+        pos_key = key.index_select(0, pos_img * n_pri + pos_pri)
+    else:  # the positives' keys only, compacted by slot (sorted: the order of positive.nonzero())
+        pos_slot, which = torch.unique(torch.cat([slot, forced_slot]), return_inverse=True)
+        pos_key = torch.zeros(pos_slot.shape, dtype=torch.long, device=dev)
+        pos_key.scatter_reduce_(0, which[: slot.numel()], _pack(iou_above, gt_of, n_gt), "amax")
+        pos_key[which[slot.numel() :]] = forced_key
+        positive = torch.zeros(n_img * n_pri, dtype=torch.bool, device=dev)
+        positive[pos_slot] = True
+        pos_img, pos_pri = pos_slot // n_pri, pos_slot % n_pri
+        best_iou = best_idx = None
+    positive, forced = positive.view(n_img, n_pri), forced.view(n_img, n_pri)
+
+    # Rule 4 on the positives: IoU of each positive prior with every GT of its image, (K, G).
+    pos_gt = _unpack(pos_key, n_gt)[1]
+    pos_labels = gt_labels[pos_img, pos_gt]
+    boxes = gt_boxes[pos_img]  # (K, G, 4)
+    gx1, gy1, gx2, gy2 = boxes.unbind(2)
+    px1, py1, px2, py2 = (c[:, None] for c in priors_xyxy[pos_pri].unbind(1))
+    w = (torch.minimum(gx2, px2) - torch.maximum(gx1, px1)).clamp_(min=0)
+    h = (torch.minimum(gy2, py2) - torch.maximum(gy1, py1)).clamp_(min=0)
+    inter = w * h
+    cols = inter / ((gx2 - gx1) * (gy2 - gy1) + (px2 - px1) * (py2 - py1) - inter)  # as box_iou
+    excluded = (torch.arange(n_gt, device=dev)[None, :] == pos_gt[:, None]) | ~valid[pos_img]
+    if same_class:
+        excluded = excluded | (gt_labels[pos_img] != pos_labels[:, None])
+    cols = cols.masked_fill(excluded, -1.0)
+    rep = cols.argmax(dim=1)  # (K,)
+    rep = torch.where(cols.gather(1, rep[:, None]).squeeze(1) > 0, rep, NO_REPULSION)
+
+    return _Core(
+        targets=padded,
+        best_idx=best_idx,
+        best_iou=best_iou,
+        positive=positive,
+        forced=forced,
+        pos_img=pos_img,
+        pos_pri=pos_pri,
+        pos_gt=pos_gt,
+        pos_labels=pos_labels,
+        pos_rep=rep,
+    )
 
 
 def match(
@@ -171,52 +492,17 @@ def match(
     Returns:
         :class:`Matches` with ``(N, P, ...)`` tensors.
     """
-    if not iou_threshold > 0:
-        raise ValueError(f"iou_threshold must be > 0, got {iou_threshold}")
     padded = targets if isinstance(targets, PaddedTargets) else pad_targets(targets, priors_cxcywh.device)
-    gt_boxes, gt_labels, valid = padded.boxes, padded.labels, padded.valid
-    n_img, n_gt, _ = gt_boxes.shape
-    n_pri = priors_cxcywh.shape[0]
-    priors_xyxy = cxcywh_to_xyxy(priors_cxcywh.float())
+    priors = priors_cxcywh.float()
+    core = _match_core(cxcywh_to_xyxy(priors), padded, iou_threshold, same_class)
+    gt_boxes, gt_labels = padded.boxes, padded.labels
+    positive, best_idx = core.positive, core.best_idx
 
-    # Padding rows have IoU 0 everywhere; they come after the real GTs, so argmax never prefers them to a real
-    # overlap, and a prior whose best IoU is 0 is negative anyway. The IoU is computed for the real GTs only
-    # (batches of crowds pad to their largest image: about half the rows are padding).
-    real = valid.reshape(-1)
-    iou = priors_xyxy.new_zeros(n_img * n_gt, n_pri)
-    iou[real] = box_iou(gt_boxes.reshape(-1, 4)[real].to(iou.dtype), priors_xyxy)
-    iou = iou.reshape(n_img, n_gt, n_pri)  # (N, G, P)
-
-    # Rule 3: every prior takes its best GT.
-    matched_idx = iou.argmax(dim=1)  # (N, P); ties go to the lower GT index
-    matched_iou = iou.gather(1, matched_idx[:, None, :]).squeeze(1)
-    positive = matched_iou >= iou_threshold
-
-    # Rule 2: forced best priors override.
-    forced_prior = forced_priors(iou, valid)  # (N, G)
-    img_idx, gt_idx = (forced_prior >= 0).nonzero(as_tuple=True)
-    pri_idx = forced_prior[img_idx, gt_idx]
-    matched_idx = matched_idx.index_put((img_idx, pri_idx), gt_idx)
-    matched_iou = matched_iou.index_put((img_idx, pri_idx), iou[img_idx, gt_idx, pri_idx])
-    forced = torch.zeros_like(positive).index_put((img_idx, pri_idx), torch.ones_like(gt_idx, dtype=torch.bool))
-    positive = positive | forced  # forced priors are positive whatever their IoU
-
-    labels = torch.where(positive, gt_labels.gather(1, matched_idx), 0)
-    matched_boxes = gt_boxes.gather(1, matched_idx[:, :, None].expand(-1, -1, 4))  # (N, P, 4)
-    loc_targets = encode(matched_boxes, priors_cxcywh.float(), variances)
-    matched_idx = torch.where(positive, matched_idx, BACKGROUND)
-
-    # Rule 4: repulsion targets, computed for the positives only.
-    pos_img, pos_pri = positive.nonzero(as_tuple=True)  # (K,)
-    cols = iou[pos_img, :, pos_pri]  # (K, G) IoU of each positive prior with every GT of its image
-    own = matched_idx[pos_img, pos_pri]
-    excluded = (torch.arange(n_gt, device=iou.device)[None, :] == own[:, None]) | ~valid[pos_img]
-    if same_class:
-        excluded = excluded | (gt_labels[pos_img] != labels[pos_img, pos_pri][:, None])
-    cols = cols.masked_fill(excluded, -1.0)
-    rep = cols.argmax(dim=1)  # (K,)
-    rep = torch.where(cols.gather(1, rep[:, None]).squeeze(1) > 0, rep, NO_REPULSION)
-    rep_idx = torch.full_like(matched_idx, NO_REPULSION).index_put((pos_img, pos_pri), rep)
+    labels = torch.where(positive, gt_labels.gather(1, best_idx), 0)
+    matched_boxes = gt_boxes.gather(1, best_idx[:, :, None].expand(-1, -1, 4))  # (N, P, 4)
+    loc_targets = encode(matched_boxes, priors, variances)
+    matched_idx = torch.where(positive, best_idx, BACKGROUND)
+    rep_idx = torch.full_like(matched_idx, NO_REPULSION).index_put((core.pos_img, core.pos_pri), core.pos_rep)
     has_rep = rep_idx != NO_REPULSION
     rep_boxes = gt_boxes.gather(1, rep_idx.clamp(min=0)[:, :, None].expand(-1, -1, 4)) * has_rep[:, :, None]
 
@@ -226,8 +512,8 @@ def match(
         labels=labels,
         matched_boxes=matched_boxes,
         loc_targets=loc_targets,
-        iou=matched_iou,
-        forced=forced,
+        iou=core.best_iou,
+        forced=core.forced,
         rep_idx=rep_idx,
         rep_boxes=rep_boxes,
         targets=padded,

@@ -1,7 +1,9 @@
-"""Slow but obvious per-image references of matching and of the loss.
+"""Slow but obvious per-image references of matching and of the loss, and the batched loss as it was before.
 
 Written for reading, not speed: one image at a time, Python loops over GTs (and over positives for RepBox),
 no clever indexing. The batched implementations in ``rssd.matching`` / ``rssd.losses`` must agree with these.
+At the end, ``match_before`` / ``loss_before``: the batched implementation before issue 12's speed-ups, frozen, so
+that the benchmark can check the new one against it.
 """
 
 from __future__ import annotations
@@ -174,4 +176,146 @@ def loss_reference(loc, conf, priors, targets, alpha=0.5, beta=0.5, sigma_gt=1.0
         "rep_box": torch.as_tensor(sums["box_num"]) / (box_pairs + 1e-9),
     }
     out["total"] = out["loc"] + out["conf"] + alpha * out["rep_gt"] + beta * out["rep_box"]
+    return out
+
+
+# ---------------------------------------------------------------- the batched loss before issue 12 (frozen)
+# rssd.matching.match and RepulsionLoss.forward as they were at commit 54642b5, on dense padded (N, G, P) IoU
+# tensors, a full sort for hard negatives, the cross-entropy of every prior in the graph and RepBox on (N, K, K)
+# blocks. benchmarks/bench_loss.py times the current code against it and checks that both give the same match
+# (exactly) and the same loss terms and gradients; do not optimise it.
+
+
+def match_before(priors_cxcywh, padded, iou_threshold: float = 0.5, same_class: bool = True):
+    """``rssd.matching.match`` before issue 12: returns ``(matched_idx, positive, labels, matched_boxes, loc_targets,
+    iou, forced, rep_idx, rep_boxes)`` with the same meaning and shapes as the fields of ``Matches``."""
+    from rssd.boxes import box_iou, cxcywh_to_xyxy, encode
+
+    gt_boxes, gt_labels, valid = padded.boxes, padded.labels, padded.valid
+    n_img, n_gt, _ = gt_boxes.shape
+    n_pri = priors_cxcywh.shape[0]
+    priors_xyxy = cxcywh_to_xyxy(priors_cxcywh.float())
+    real = valid.reshape(-1)
+    iou = priors_xyxy.new_zeros(n_img * n_gt, n_pri)
+    iou[real] = box_iou(gt_boxes.reshape(-1, 4)[real].to(iou.dtype), priors_xyxy)
+    iou = iou.reshape(n_img, n_gt, n_pri)  # (N, G, P)
+    matched_idx = iou.argmax(dim=1)
+    matched_iou = iou.gather(1, matched_idx[:, None, :]).squeeze(1)
+    positive = matched_iou >= iou_threshold
+    forced_prior = _forced_priors_before(iou, valid)
+    img_idx, gt_idx = (forced_prior >= 0).nonzero(as_tuple=True)
+    pri_idx = forced_prior[img_idx, gt_idx]
+    matched_idx = matched_idx.index_put((img_idx, pri_idx), gt_idx)
+    matched_iou = matched_iou.index_put((img_idx, pri_idx), iou[img_idx, gt_idx, pri_idx])
+    forced = torch.zeros_like(positive).index_put((img_idx, pri_idx), torch.ones_like(gt_idx, dtype=torch.bool))
+    positive = positive | forced
+    labels = torch.where(positive, gt_labels.gather(1, matched_idx), 0)
+    matched_boxes = gt_boxes.gather(1, matched_idx[:, :, None].expand(-1, -1, 4))
+    loc_targets = encode(matched_boxes, priors_cxcywh.float())
+    matched_idx = torch.where(positive, matched_idx, -1)
+    pos_img, pos_pri = positive.nonzero(as_tuple=True)
+    cols = iou[pos_img, :, pos_pri]
+    own = matched_idx[pos_img, pos_pri]
+    excluded = (torch.arange(n_gt, device=iou.device)[None, :] == own[:, None]) | ~valid[pos_img]
+    if same_class:
+        excluded = excluded | (gt_labels[pos_img] != labels[pos_img, pos_pri][:, None])
+    cols = cols.masked_fill(excluded, -1.0)
+    rep = cols.argmax(dim=1)
+    rep = torch.where(cols.gather(1, rep[:, None]).squeeze(1) > 0, rep, -1)
+    rep_idx = torch.full_like(matched_idx, -1).index_put((pos_img, pos_pri), rep)
+    has_rep = rep_idx != -1
+    rep_boxes = gt_boxes.gather(1, rep_idx.clamp(min=0)[:, :, None].expand(-1, -1, 4)) * has_rep[:, :, None]
+    return matched_idx, positive, labels, matched_boxes, loc_targets, matched_iou, forced, rep_idx, rep_boxes
+
+
+def _forced_priors_before(iou: Tensor, valid: Tensor) -> Tensor:
+    n_img, n_gt, n_pri = iou.shape
+    dev = iou.device
+    forced = torch.full((n_img, n_gt), -1, dtype=torch.long, device=dev)
+    taken = torch.zeros(n_img * n_pri, dtype=torch.bool, device=dev)
+    rows_img, rows_gt = valid.nonzero(as_tuple=True)
+    best_prior = iou.argmax(dim=2)[rows_img, rows_gt]
+    cand = None
+    while rows_img.numel():
+        if cand is not None:
+            best_prior = cand.argmax(dim=1)
+            best_iou = cand.gather(1, best_prior[:, None]).squeeze(1)
+        else:
+            best_iou = iou[rows_img, rows_gt, best_prior]
+        alive = best_iou >= 0
+        if not bool(alive.all()):
+            rows_img, rows_gt, best_prior, best_iou = (t[alive] for t in (rows_img, rows_gt, best_prior, best_iou))
+            cand = cand[alive] if cand is not None else None
+        slot = rows_img * n_pri + best_prior
+        top = torch.full((n_img * n_pri,), -2.0, dtype=best_iou.dtype, device=dev)
+        top = top.scatter_reduce(0, slot, best_iou, "amax")
+        win = best_iou == top[slot]
+        low = torch.full((n_img * n_pri,), n_gt, dtype=torch.long, device=dev)
+        low = low.scatter_reduce(0, slot, torch.where(win, rows_gt, n_gt), "amin")
+        win = win & (low[slot] == rows_gt)
+        forced[rows_img[win], rows_gt[win]] = best_prior[win]
+        taken[slot[win]] = True
+        lose = ~win
+        rows_img, rows_gt = rows_img[lose], rows_gt[lose]
+        cand = iou[rows_img, rows_gt] if cand is None else cand[lose]
+        if rows_img.numel():
+            cand = cand.masked_fill(taken.view(n_img, n_pri)[rows_img], -1.0)
+    return forced
+
+
+def loss_before(loss, loc: Tensor, conf: Tensor, priors: Tensor, targets) -> dict[str, Tensor]:
+    """``RepulsionLoss.forward`` before issue 12, with the settings of ``loss`` (a ``RepulsionLoss``)."""
+    from rssd.boxes import decode, paired_iou
+    from rssd.losses import rep_gt_loss, seed_rep_targets, smooth_ln
+    from rssd.matching import pad_targets
+
+    loc, conf, priors = loc.float(), conf.float(), priors.float()
+    padded = pad_targets(targets, priors.device)
+    matched_idx, pos, labels, matched_boxes, loc_targets, _, _, rep_idx, rep_boxes_all = match_before(
+        priors, padded, loss.iou_threshold, loss.same_class
+    )
+    pos_img, pos_pri = pos.nonzero(as_tuple=True)
+    dev = loc.device
+    num_pos = torch.tensor(max(pos_img.numel(), 1), dtype=loc.dtype, device=dev)
+    loc_pos = loc[pos_img, pos_pri]
+    loss_loc = F.smooth_l1_loss(loc_pos, loc_targets[pos_img, pos_pri], reduction="sum", beta=1.0)
+    ce = F.cross_entropy(conf.reshape(-1, loss.num_classes), labels.reshape(-1), reduction="none").reshape(pos.shape)
+    mining = ce.detach().masked_fill(pos, float("-inf"))
+    order = mining.argsort(dim=1, descending=True, stable=True)
+    rank = torch.empty_like(order).scatter_(1, order, torch.arange(ce.shape[1], device=dev).expand_as(order))
+    n_pos = pos.sum(dim=1, keepdim=True)
+    neg = (rank < (loss.neg_pos_ratio * n_pos).clamp(max=pos.shape[1] - n_pos)) & ~pos
+    loss_conf = (ce * (pos | neg)).sum()
+    zero = torch.zeros((), dtype=loc.dtype, device=dev)
+    loss_rep_gt, loss_rep_box = zero, zero
+    if loss.alpha or loss.beta:
+        pred_pos = decode(loc_pos, priors[pos_pri], loss.variances)
+        if loss.alpha:
+            if loss.seed_compat:
+                matched = matched_idx[pos_img, pos_pri]
+                rep = seed_rep_targets(pred_pos, pos_img, matched, padded.boxes, padded.valid)
+                rep_boxes = padded.boxes[pos_img, rep]
+                has_rep = torch.ones_like(pos_img, dtype=torch.bool)
+            else:
+                rep_boxes = rep_boxes_all[pos_img, pos_pri]
+                has_rep = rep_idx[pos_img, pos_pri] != -1
+            attr = matched_boxes[pos_img, pos_pri] if loss.rep_gt_mode == "excess" else None
+            loss_rep_gt = rep_gt_loss(pred_pos, rep_boxes, has_rep, loss.sigma_gt, attr) / num_pos
+        if loss.beta:
+            n_img = pos.shape[0]
+            per_image = torch.bincount(pos_img, minlength=n_img)
+            k = int(per_image.max()) if pos_img.numel() else 0
+            if k >= 2:
+                owner_all = matched_idx[pos_img, pos_pri]
+                slot = torch.arange(pos_img.numel(), device=dev) - (torch.cumsum(per_image, 0) - per_image)[pos_img]
+                boxes = pred_pos.new_zeros(n_img, k, 4).index_put((pos_img, slot), pred_pos)
+                owner = torch.full((n_img, k), -1, dtype=torch.long, device=dev).index_put((pos_img, slot), owner_all)
+                filled = torch.arange(k, device=dev)[None, :] < per_image[:, None]
+                iou = paired_iou(boxes[:, :, None, :], boxes[:, None, :, :])
+                upper = torch.ones(k, k, dtype=torch.bool, device=dev).triu(diagonal=1)
+                pair = upper & filled[:, :, None] & filled[:, None, :] & (owner[:, :, None] != owner[:, None, :])
+                total = (smooth_ln(iou, loss.sigma_box) * pair).sum()
+                loss_rep_box = total / ((pair & (iou > 0)).sum().to(total.dtype) + 1e-9)
+    out = {"loc": loss_loc / num_pos, "conf": loss_conf / num_pos, "rep_gt": loss_rep_gt, "rep_box": loss_rep_box}
+    out["total"] = out["loc"] + out["conf"] + loss.alpha * out["rep_gt"] + loss.beta * out["rep_box"]
     return out

@@ -239,3 +239,31 @@ def test_rep_gt_gradient_moves_boxes_away_from_repulsion_gt(seed, sigma) -> None
     assert (after[moving] <= before[moving] + 1e-7).all(), "a RepGT step must never increase IoG with G_rep"
     if moving.any():
         assert (after[moving] < before[moving]).any()
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [{}, {"alpha": 0.0, "beta": 0.0}, {"beta": 0.0, "seed_compat": True}, {"rep_gt_mode": "excess"},
+     {"sigma_gt": 0.5, "sigma_box": 0.5, "same_class": False}],
+)
+def test_same_as_before_issue_12(kwargs) -> None:
+    # The faster loss (positives-only matching, mining by top-k cut-off, cross-entropy graph on the chosen rows,
+    # RepBox on overlapping pairs) gives the terms and gradients of the implementation it replaced, including
+    # tied background losses at the mining cut-off (every third prior has the same logits).
+    from tests.reference import loss_before
+
+    gen = torch.Generator().manual_seed(11)
+    priors = make_priors("ssd300")
+    targets = mixed_batch(gen) + [crowd(20, gen=gen)]
+    n = len(targets)
+    loc = (0.5 * torch.randn(n, priors.shape[0], 4, generator=gen)).requires_grad_()
+    conf = torch.randn(n, priors.shape[0], C, generator=gen)
+    conf[:, ::3] = torch.tensor([0.3, -0.2, 0.1])
+    conf.requires_grad_()
+    loss = RepulsionLoss(C, **kwargs)
+    out, ref = loss(loc, conf, priors, targets), loss_before(loss, loc, conf, priors, targets)
+    for k in ("loc", "conf", "rep_gt", "rep_box", "total"):
+        assert_close(out[k], ref[k], atol=1e-5, rtol=1e-5, msg=k)
+    for a, b in zip(torch.autograd.grad(out["total"], (loc, conf)), torch.autograd.grad(ref["total"], (loc, conf)),
+                    strict=True):
+        assert_close(a, b, atol=1e-5, rtol=1e-5)

@@ -124,3 +124,32 @@ def test_properties(images, same_class) -> None:
         if g == 1:
             assert not has.any()
     _check_against_reference(priors, targets, same_class)
+
+
+def test_same_as_before_issue_12_exactly() -> None:
+    # The sparse matching gives every field exactly as the dense (N, G, P) implementation it replaced, and the
+    # loss's positives-only path (`full=False`: only pairs that can reach the threshold) the same positives.
+    from rssd.matching import _match_core
+    from tests.helpers import crowd
+    from tests.reference import match_before
+
+    gen = torch.Generator().manual_seed(7)
+    priors = make_priors("ssd300")
+    box = torch.tensor([[0.1, 0.1, 0.45, 0.45]])
+    targets = mixed_batch(gen) + [crowd(20, gen=gen), {"boxes": box.repeat(3, 1), "labels": torch.ones(3).long()}]
+    whole_and_flat = torch.tensor([[0.0, 0.0, 1.0, 1.0], [0.5, 0.5, 0.5, 0.7]])  # the second overlaps no prior
+    targets.append({"boxes": whole_and_flat, "labels": torch.tensor([1, 2])})
+    padded = pad_targets(targets)
+    for same_class in (True, False):
+        m = match(priors, padded, same_class=same_class)
+        old = match_before(priors, padded, same_class=same_class)
+        fields = ("matched_idx", "positive", "labels", "matched_boxes", "loc_targets", "iou", "forced", "rep_idx")
+        for name, before in zip(fields + ("rep_boxes",), old, strict=True):
+            assert torch.equal(getattr(m, name), before), name
+        core = _match_core(cxcywh_to_xyxy(priors), padded, 0.5, same_class, full=False)
+        assert torch.equal(core.positive, m.positive) and torch.equal(core.forced, m.forced)
+        pos_img, pos_pri = m.positive.nonzero(as_tuple=True)
+        assert torch.equal(core.pos_img, pos_img) and torch.equal(core.pos_pri, pos_pri)
+        assert torch.equal(core.pos_gt, m.matched_idx[pos_img, pos_pri])
+        assert torch.equal(core.pos_labels, m.labels[pos_img, pos_pri])
+        assert torch.equal(core.pos_rep, m.rep_idx[pos_img, pos_pri])
