@@ -128,8 +128,10 @@ class _Intervals:
     """The priors' distinct x intervals ``ux (Ux, 2)`` and y intervals ``uy (Uy, 2)``, each prior's index into them
     (``xi``, ``yi``), and for joins: the priors' *families* (priors of one size: on SSD's grids, one family per
     feature map and aspect ratio) with each interval's family (``fx``, ``fy``; intervals are numbered family by
-    family), and the priors sorted by (x interval, y interval) cell (``cell_start``/``cell_count`` into
-    ``cell_priors``)."""
+    family, by start within a family), the priors sorted by (x interval, y interval) cell (``cell_start``/
+    ``cell_count`` into ``cell_priors``), search keys increasing with (family, start) (``x_key``, ``y_key``, see
+    :func:`_search_key`) and each family's smallest and largest width and height (``widths``, ``heights``:
+    ``(F, 2)``)."""
 
     ux: Tensor
     xi: Tensor
@@ -141,6 +143,10 @@ class _Intervals:
     cell_priors: Tensor
     cell_start: Tensor
     cell_count: Tensor
+    x_key: Tensor
+    y_key: Tensor
+    widths: Tensor
+    heights: Tensor
 
 
 def _prior_intervals(priors_xyxy: Tensor) -> _Intervals:
@@ -161,6 +167,12 @@ def _prior_intervals(priors_xyxy: Tensor) -> _Intervals:
     uy, yi = torch.unique(torch.stack([fam, y1, y2], 1), dim=0, return_inverse=True)
     cell = xi * uy.shape[0] + yi
     count = torch.bincount(cell, minlength=ux.shape[0] * uy.shape[0])
+    n_fam = sizes.shape[0]
+    extents = []
+    for lo, hi in ((x1, x2), (y1, y2)):
+        size = hi - lo
+        small = size.new_full((n_fam,), float("inf")).scatter_reduce(0, family, size, "amin")
+        extents.append(torch.stack([small, size.new_zeros(n_fam).scatter_reduce(0, family, size, "amax")], 1))
     out = _Intervals(
         ux=ux[:, 1:].contiguous(),
         xi=xi,
@@ -172,9 +184,82 @@ def _prior_intervals(priors_xyxy: Tensor) -> _Intervals:
         cell_priors=cell.argsort(stable=True),
         cell_start=torch.cumsum(count, 0) - count,
         cell_count=count,
+        x_key=_search_key(ux[:, 0], ux[:, 1]),
+        y_key=_search_key(uy[:, 0], uy[:, 1]),
+        widths=extents[0],
+        heights=extents[1],
     )
     _INTERVALS[key] = (priors_xyxy.clone(), out)
     return out
+
+
+def _search_key(family: Tensor, start: Tensor) -> Tensor:
+    """A key increasing with ``(family, start)`` (float32; clamping and rounding keep ``<=`` between keys, so
+    searches on it find supersets of the ranges sought; starts outside ``[-1.5, 1.5]`` merge with the ends)."""
+    return family * 4.0 + (start + 1.5).clamp(0.0, 3.0)
+
+
+def _cell_priors(iv: _Intervals, owner: Tensor, cell: Tensor) -> tuple[Tensor, Tensor]:
+    """The priors of each (x interval, y interval) ``cell`` (one on SSD's grids, none off them), and their owner."""
+    dev = cell.device
+    count = iv.cell_count.index_select(0, cell)
+    if bool((count == 1).all()):
+        return owner, iv.cell_priors.index_select(0, iv.cell_start.index_select(0, cell))
+    some = (count > 0).nonzero().squeeze(1)
+    owner, cell, count = owner.index_select(0, some), cell.index_select(0, some), count.index_select(0, some)
+    n_pairs = int(count.sum())
+    j = torch.repeat_interleave(torch.arange(owner.numel(), device=dev), count, output_size=n_pairs)
+    owner, cell = owner.index_select(0, j), cell.index_select(0, j)
+    within = torch.arange(n_pairs, device=dev) - (torch.cumsum(count, 0) - count).index_select(0, j)
+    return owner, iv.cell_priors.index_select(0, iv.cell_start.index_select(0, cell) + within)
+
+
+def _pair_iou(gt_xyxy: Tensor, priors_xyxy: Tensor, t: Tensor, p: Tensor) -> Tensor:
+    """IoU of GT ``t[i]`` with prior ``p[i]``, with ``box_iou``'s operations (bit-identical values)."""
+    gx1, gy1, gx2, gy2 = gt_xyxy.index_select(0, t).unbind(1)
+    px1, py1, px2, py2 = priors_xyxy.index_select(0, p).unbind(1)
+    inter = (torch.minimum(gx2, px2) - torch.maximum(gx1, px1)).clamp_(min=0)
+    inter *= (torch.minimum(gy2, py2) - torch.maximum(gy1, py1)).clamp_(min=0)
+    return inter / (((gx2 - gx1) * (gy2 - gy1) + (px2 - px1) * (py2 - py1)) - inter)
+
+
+def _reachable_pairs(gt_xyxy: Tensor, iv: _Intervals, min_iou: float) -> tuple[Tensor, Tensor]:
+    """A superset of the (GT, prior) pairs with ``IoU >= min_iou > 0``, as ``(t, p)``.
+
+    ``IoU >= m`` needs the union to be at least the larger area, so ``w h >= m max(A_g, A_p)`` with the overlap
+    ``h`` at most either box's height, hence an overlap ``w >= m max(w_g, w_p)`` in x, and likewise in y (tested
+    with a 0.1 % margin). Within a prior family (one size), the intervals meeting that condition are a run of
+    consecutive starts: two ``searchsorted`` per (GT, family) and axis give it, and the pairs are the cells of the
+    x run times the y run. At ``m = 0.5`` on crowds this is about 5 % of the overlapping pairs.
+    """
+    dev = gt_xyxy.device
+    m, eps = min_iou * (1.0 - 1e-3), 1e-5
+    n_fam = iv.n_families
+    axes = []
+    for lo, hi, extent in ((gt_xyxy[:, 0], gt_xyxy[:, 2], iv.widths), (gt_xyxy[:, 1], gt_xyxy[:, 3], iv.heights)):
+        size = (hi - lo)[:, None]  # (T, 1)
+        need = m * torch.maximum(size, extent[None, :, 0])  # (T, F): the overlap must be at least this
+        axes.append((lo, hi, extent, need, need <= torch.minimum(size, extent[None, :, 1]) + eps))
+    # Possible only if need <= min(GT size, prior size) on both axes: a few families per GT.
+    t, f = (axes[0][4] & axes[1][4]).nonzero(as_tuple=True)  # (L,)
+    fam = f.to(gt_xyxy.dtype)
+    runs = []
+    for (lo, hi, extent, need, _), key in zip(axes, (iv.x_key, iv.y_key), strict=True):
+        lo, hi = lo.index_select(0, t), hi.index_select(0, t)
+        need = need.view(-1).index_select(0, t * n_fam + f)
+        # Then exactly the starts in [lo - size + need, hi - need] (with the family's largest size: wider).
+        first = torch.searchsorted(key, _search_key(fam, lo - extent[:, 1].index_select(0, f) + need - eps))
+        last = torch.searchsorted(key, _search_key(fam, hi - need + eps), right=True)
+        runs.append((first, (last - first).clamp_(min=0)))
+    (x_first, nx), (y_first, ny) = runs
+    count = nx * ny  # (L,) cells per (GT, family)
+    n_cells = int(count.sum())
+    k = torch.repeat_interleave(torch.arange(count.numel(), device=dev), count, output_size=n_cells)
+    within = torch.arange(n_cells, device=dev) - (torch.cumsum(count, 0) - count).index_select(0, k)
+    ny_k = ny.index_select(0, k)
+    ix = x_first.index_select(0, k) + torch.div(within, ny_k, rounding_mode="floor")
+    iy = y_first.index_select(0, k) + within % ny_k
+    return _cell_priors(iv, t.index_select(0, k), ix * iv.uy.shape[0] + iy)
 
 
 def _overlap_pairs(gt_xyxy: Tensor, priors_xyxy: Tensor, min_iou: float = 0.0) -> tuple[Tensor, Tensor, Tensor]:
@@ -184,56 +269,38 @@ def _overlap_pairs(gt_xyxy: Tensor, priors_xyxy: Tensor, min_iou: float = 0.0) -
     never built: the overlap test runs on the priors' distinct intervals, the IoU on the overlapping pairs only,
     with ``box_iou``'s operations (bit-identical values).
 
-    With ``min_iou > 0``, only the pairs that can reach it (a superset of those that do): ``IoU >= m`` needs the
-    union to be at least the larger area, so ``w h >= m max(A_g, A_p)`` with the overlap ``h`` at most either
-    box's height, hence ``w >= m max(w_g, w_p)`` and likewise for the heights (tested with a 0.1 % margin). At
-    ``m = 0.5`` this keeps about 5 % of the overlapping pairs.
+    With ``min_iou > 0``, only the pairs that can reach it (a superset of those that do: :func:`_reachable_pairs`).
 
-    The pairs come from a ``(P, T)`` bool scan or, when few intervals pass (as with ``min_iou``), from joining each
-    GT's passing x and y intervals of one prior family on the priors' (x interval, y interval) cells.
+    The pairs come from a ``(P, T)`` bool scan or, when few, from joining each GT's overlapping x and y intervals of
+    one prior family on the priors' (x interval, y interval) cells.
 
     Returns:
         ``(t, p, iou)``, each ``(M,)``: GT row, prior index and IoU, in no particular order.
     """
     iv = _prior_intervals(priors_xyxy)
+    if min_iou > 0:
+        t, p = _reachable_pairs(gt_xyxy, iv, min_iou)
+        return t, p, _pair_iou(gt_xyxy, priors_xyxy, t, p)
     ux, xi, uy, yi = iv.ux, iv.xi, iv.uy, iv.yi
     n_gt, n_pri = gt_xyxy.shape[0], priors_xyxy.shape[0]
     dev = gt_xyxy.device
     gx1, gy1, gx2, gy2 = (c[:, None] for c in gt_xyxy.unbind(1))
     # Overlap lengths of every GT with every distinct interval, (T, U).
-    ux1, ux2, uy1, uy2 = ux[None, :, 0], ux[None, :, 1], uy[None, :, 0], uy[None, :, 1]
-    w = torch.minimum(gx2, ux2).sub_(torch.maximum(gx1, ux1)).clamp_(min=0)
-    h = torch.minimum(gy2, uy2).sub_(torch.maximum(gy1, uy1)).clamp_(min=0)
+    w = torch.minimum(gx2, ux[None, :, 1]).sub_(torch.maximum(gx1, ux[None, :, 0])).clamp_(min=0)
+    h = torch.minimum(gy2, uy[None, :, 1]).sub_(torch.maximum(gy1, uy[None, :, 0])).clamp_(min=0)
     x_ok, y_ok = w > 0, h > 0
-    if min_iou > 0:
-        m = min_iou * (1.0 - 1e-3)
-        x_ok &= w >= torch.maximum(m * (gx2 - gx1), m * (ux2 - ux1))
-        y_ok &= h >= torch.maximum(m * (gy2 - gy1), m * (uy2 - uy1))
-    # Join on (GT, family): passing x and y intervals come sorted by GT, then family (intervals are numbered so).
+    # Join on (GT, family): overlapping x and y intervals come sorted by GT, then family (intervals are so numbered).
     xt, xu = x_ok.nonzero(as_tuple=True)
     yt, yv = y_ok.nonzero(as_tuple=True)
-    n_keys = n_gt * iv.n_families
-    y_count = torch.bincount(yt * iv.n_families + iv.fy.index_select(0, yv), minlength=n_keys)
+    y_count = torch.bincount(yt * iv.n_families + iv.fy.index_select(0, yv), minlength=n_gt * iv.n_families)
     x_key = xt * iv.n_families + iv.fx.index_select(0, xu)
-    reps = y_count.index_select(0, x_key)  # passing y intervals of the same GT and family, per x interval
+    reps = y_count.index_select(0, x_key)  # overlapping y intervals of the same GT and family, per x interval
     n_combos = int(reps.sum())
-    if n_combos * 4 < n_pri * n_gt:
+    if n_combos * 4 < n_pri * n_gt:  # few (small GTs): every x-y combination of a family, then its priors
         k = torch.repeat_interleave(torch.arange(xt.numel(), device=dev), reps, output_size=n_combos)
         y_of = (torch.cumsum(y_count, 0) - y_count).index_select(0, x_key.index_select(0, k))
         y_of += torch.arange(n_combos, device=dev) - (torch.cumsum(reps, 0) - reps).index_select(0, k)
-        cell = xu.index_select(0, k) * uy.shape[0] + yv.index_select(0, y_of)
-        count = iv.cell_count.index_select(0, cell)  # priors in each cell (1 on SSD's grids, 0 off them)
-        if not bool((count == 1).all()):
-            some = (count > 0).nonzero().squeeze(1)
-            k, cell, count = k.index_select(0, some), cell.index_select(0, some), count.index_select(0, some)
-            n_pairs = int(count.sum())
-            j = torch.repeat_interleave(torch.arange(k.numel(), device=dev), count, output_size=n_pairs)
-            k, cell = k.index_select(0, j), cell.index_select(0, j)
-            within = torch.arange(n_pairs, device=dev) - (torch.cumsum(count, 0) - count).index_select(0, j)
-        else:
-            within = 0
-        p = iv.cell_priors.index_select(0, iv.cell_start.index_select(0, cell) + within)
-        t = xt.index_select(0, k)
+        t, p = _cell_priors(iv, xt.index_select(0, k), xu.index_select(0, k) * uy.shape[0] + yv.index_select(0, y_of))
     else:  # many: scan (P, T), expanding interval rows to priors
         hit = x_ok.t().contiguous().index_select(0, xi)  # (P, T) bool
         hit &= y_ok.t().contiguous().index_select(0, yi)
@@ -385,7 +452,7 @@ def _match_core(
 
     # Rule 1 on the flat list of real GTs, overlapping pairs only: every other (GT, prior) IoU is exactly 0.
     rows_img, rows_gt = valid.nonzero(as_tuple=True)  # (T,)
-    gt_flat = gt_boxes[rows_img, rows_gt]  # (T, 4)
+    gt_flat = gt_boxes.view(-1, 4).index_select(0, rows_img * n_gt + rows_gt)  # (T, 4)
     t, p, iou = _overlap_pairs(gt_flat, priors_xyxy, 0.0 if full else iou_threshold)  # (M,)
 
     # Rule 3: every prior takes its best GT (ties and all-zero columns: the lowest index, as argmax), on packed
@@ -444,17 +511,17 @@ def _match_core(
 
     # Rule 4 on the positives: IoU of each positive prior with every GT of its image, (K, G).
     pos_gt = _unpack(pos_key, n_gt)[1]
-    pos_labels = gt_labels[pos_img, pos_gt]
-    boxes = gt_boxes[pos_img]  # (K, G, 4)
+    pos_labels = gt_labels.view(-1).index_select(0, pos_img * n_gt + pos_gt)
+    boxes = gt_boxes.index_select(0, pos_img)  # (K, G, 4)
     gx1, gy1, gx2, gy2 = boxes.unbind(2)
-    px1, py1, px2, py2 = (c[:, None] for c in priors_xyxy[pos_pri].unbind(1))
+    px1, py1, px2, py2 = (c[:, None] for c in priors_xyxy.index_select(0, pos_pri).unbind(1))
     w = (torch.minimum(gx2, px2) - torch.maximum(gx1, px1)).clamp_(min=0)
     h = (torch.minimum(gy2, py2) - torch.maximum(gy1, py1)).clamp_(min=0)
     inter = w * h
     cols = inter / ((gx2 - gx1) * (gy2 - gy1) + (px2 - px1) * (py2 - py1) - inter)  # as box_iou
-    excluded = (torch.arange(n_gt, device=dev)[None, :] == pos_gt[:, None]) | ~valid[pos_img]
+    excluded = (torch.arange(n_gt, device=dev)[None, :] == pos_gt[:, None]) | ~valid.index_select(0, pos_img)
     if same_class:
-        excluded = excluded | (gt_labels[pos_img] != pos_labels[:, None])
+        excluded |= gt_labels.index_select(0, pos_img) != pos_labels[:, None]
     cols = cols.masked_fill(excluded, -1.0)
     rep = cols.argmax(dim=1)  # (K,)
     rep = torch.where(cols.gather(1, rep[:, None]).squeeze(1) > 0, rep, NO_REPULSION)
