@@ -153,3 +153,21 @@ def test_same_as_before_issue_12_exactly() -> None:
         assert torch.equal(core.pos_gt, m.matched_idx[pos_img, pos_pri])
         assert torch.equal(core.pos_labels, m.labels[pos_img, pos_pri])
         assert torch.equal(core.pos_rep, m.rep_idx[pos_img, pos_pri])
+
+
+@given(
+    images=st.lists(image_with_specials, min_size=1, max_size=3),
+    same_class=st.booleans(),
+    threshold=st.sampled_from([0.3, 0.5, 0.7]),
+)
+def test_positives_only_path_equals_full(images, same_class, threshold) -> None:
+    # The loss's matching scores only the pairs that can reach the threshold: same positives, targets and forced
+    # priors as the full matching, on random, tiny, whole-image and repeated boxes.
+    from rssd.matching import _match_core
+
+    priors = cxcywh_to_xyxy(tiny_priors())
+    padded = pad_targets(_targets(images))
+    full = _match_core(priors, padded, threshold, same_class, full=True)
+    fast = _match_core(priors, padded, threshold, same_class, full=False)
+    for name in ("positive", "forced", "pos_img", "pos_pri", "pos_gt", "pos_labels", "pos_rep"):
+        assert torch.equal(getattr(full, name), getattr(fast, name)), name
