@@ -70,6 +70,7 @@ class TrainConfig:
     same_class: bool = True
     rep_gt: str = "paper"  # one of rssd.losses.REP_GT_MODES: the paper's RepGT, or rssd's "excess" form
     neg_pos_ratio: int = 3
+    match_iou: float = 0.5  # a prior is positive at IoU >= match_iou with a GT (fewer/more positives per GT)
     # machinery
     device: str = "auto"  # "auto": CUDA when available
     amp: bool = True  # bf16 autocast on CUDA (CPU always runs float32)
@@ -91,6 +92,8 @@ class TrainConfig:
             raise ValueError(f"rep_gt must be 'paper' or 'excess', got {self.rep_gt!r}")
         if self.loss not in LOSSES:
             raise ValueError(f"loss must be one of {', '.join(LOSSES)}, got {self.loss!r}")
+        if not 0 < self.match_iou < 1:
+            raise ValueError(f"match_iou must be in (0, 1), got {self.match_iou}")
         if self.iterations < 1 or self.batch_size < 1:
             raise ValueError(f"iterations and batch_size must be >= 1, got {self.iterations}, {self.batch_size}")
         if any(not 0 < m <= 1 for m in self.milestones):

@@ -133,6 +133,16 @@ class _SeededTransform(Dataset):
             np.random.set_state(np_state)
 
 
+def build_criterion(config: TrainConfig, num_classes: int) -> RepulsionLoss:
+    """The loss a run trains with: every loss field of ``config`` (weights, sigmas, targets, mining, matching)."""
+    alpha, beta = config.loss_weights
+    return RepulsionLoss(
+        num_classes, alpha=alpha, beta=beta, sigma_gt=config.sigma_gt, sigma_box=config.sigma_box,
+        same_class=config.same_class, neg_pos_ratio=config.neg_pos_ratio, rep_gt_mode=config.rep_gt,
+        iou_threshold=config.match_iou,
+    )  # fmt: skip
+
+
 def build_train_dataset(config: TrainConfig, split: str | None = None, transform: Callable | None = None) -> Dataset:
     """The dataset ``config.data`` names (``auto``: VOC when found, else the synthetic crowds), untransformed."""
     from rssd.data import default_data_spec, make_dataset
@@ -351,11 +361,7 @@ def fit(
         model.parameters(), lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay
     )
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda it: lr_factor(it, config))
-    alpha, beta = config.loss_weights
-    criterion = RepulsionLoss(
-        len(classes) + 1, alpha=alpha, beta=beta, sigma_gt=config.sigma_gt, sigma_box=config.sigma_box,
-        same_class=config.same_class, neg_pos_ratio=config.neg_pos_ratio, rep_gt_mode=config.rep_gt,
-    )  # fmt: skip
+    criterion = build_criterion(config, len(classes) + 1)
 
     start = 0
     if resume is not None:

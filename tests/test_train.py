@@ -15,6 +15,7 @@ from rssd.config import TrainConfig, add_config_arguments, config_from_args, get
 from rssd.losses import RepulsionLoss
 from rssd.train import (
     NonFiniteLossError,
+    build_criterion,
     SampleStream,
     fit,
     load_checkpoint,
@@ -63,6 +64,19 @@ def test_config_cli_overrides_every_field_type() -> None:
         TrainConfig(loss="repbox")
     with pytest.raises(ValueError, match="unknown config fields"):
         TrainConfig.from_dict({"lr": 1.0, "learning_rate": 2.0})
+
+
+def test_criterion_takes_every_loss_field() -> None:
+    parser = argparse.ArgumentParser()
+    add_config_arguments(parser)
+    cfg = config_from_args(parser.parse_args(["--config", "ssd-cpu-synth", "--loss", "repgt+repbox",
+                                               "--match-iou", "0.4", "--neg-pos-ratio", "5", "--rep-gt", "excess"]))
+    crit = build_criterion(cfg, 4)
+    assert (crit.iou_threshold, crit.neg_pos_ratio, crit.rep_gt_mode) == (0.4, 5, "excess")
+    assert (crit.alpha, crit.beta, crit.num_classes) == (0.5, 0.5, 4)
+    assert build_criterion(TrainConfig(), 21).iou_threshold == 0.5
+    with pytest.raises(ValueError, match="match_iou"):
+        TrainConfig(match_iou=1.5)
 
 
 def test_augment_choices_switch_the_named_steps() -> None:
