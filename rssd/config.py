@@ -13,6 +13,7 @@ import json
 import types
 import typing
 import warnings
+from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
@@ -20,11 +21,16 @@ from typing import Any
 __all__ = [
     "TrainConfig", "PRESETS", "LOSSES", "AUGMENTATIONS", "get_config", "run_name", "auto_config",
     "add_config_arguments", "config_from_args", "expected_fit_seconds", "missing_run_notice",
-    "CPUFallbackWarning",
+    "CPUFallbackWarning", "MACHINERY_FIELDS", "run_identity", "identity_changes", "check_loss_fields",
 ]  # fmt: skip
 
 #: Loss choices: plain SSD, SSD + RepGT, SSD + RepGT + RepBox.
 LOSSES = ("ssd", "repgt", "repgt+repbox")
+
+#: The fields of each loss term that the ``loss`` choice can switch off: ``ssd`` trains neither repulsion term,
+#: ``repgt`` no RepBox. Setting one of them for a loss that ignores it is refused (:func:`check_loss_fields`).
+TERM_FIELDS = {"rep_gt": ("alpha", "sigma_gt", "rep_gt"), "rep_box": ("beta", "sigma_box")}
+_TERMS_OF_LOSS = {"ssd": (), "repgt": ("rep_gt",), "repgt+repbox": ("rep_gt", "rep_box")}
 
 #: Training augmentation choices: the full SSD recipe (photometric distortion, zoom out, IoU crop, flip); photometric
 #: distortion and flip only; flip only; none (resize and normalise).
@@ -103,11 +109,12 @@ class TrainConfig:
     @property
     def loss_weights(self) -> tuple[float, float]:
         """``(alpha, beta)`` after the loss choice: ``ssd`` zeroes both, ``repgt`` zeroes beta."""
-        return {
-            "ssd": (0.0, 0.0),
-            "repgt": (self.alpha, 0.0),
-            "repgt+repbox": (self.alpha, self.beta),
-        }[self.loss]
+        terms = _TERMS_OF_LOSS[self.loss]
+        return (self.alpha if "rep_gt" in terms else 0.0, self.beta if "rep_box" in terms else 0.0)
+
+    def identity(self) -> dict[str, Any]:
+        """The fields that identify this run (:func:`run_identity`)."""
+        return run_identity(self)
 
     @property
     def run_dir(self) -> Path:
@@ -141,7 +148,7 @@ PRESETS: dict[str, TrainConfig] = {
         weights="~/data/weights/vgg16_reducedfc.pth",
     ),  # fmt: skip
     # From scratch on the synthetic crowds on a 2-core CPU: BatchNorm model, larger lr, short schedule, flips only
-    # (the full SSD augmentation needs a longer schedule: 800 iterations at lr 0.02 reached mAP 0.12, flips 0.79).
+    # (the full SSD augmentation needs a longer schedule than this one: notebook 09 shows the measurement).
     "ssd-cpu-synth": TrainConfig(
         name="ssd-cpu-synth", model="ssd-cpu", data="synth", synth_images=2000, iterations=800, batch_size=16,
         lr=0.01, warmup_iterations=100, weight_decay=5e-4, grad_clip=10.0, augment="flip", workers=1,
@@ -150,11 +157,70 @@ PRESETS: dict[str, TrainConfig] = {
 }
 
 
+#: Fields that say where and how a run executes, not what it computes: a run may be resumed, reused
+#: (``load_or_fit``) or compared with its record (``rssd.experiments.crowd``) with other values of these. Every
+#: other field identifies the run (:func:`run_identity`).
+MACHINERY_FIELDS = frozenset(
+    {"name", "out_dir", "device", "workers", "compile", "checkpoint_every", "keep_checkpoints", "log_every"}
+)
+
+
+def run_identity(config: TrainConfig | Mapping[str, Any]) -> dict[str, Any]:
+    """The fields that identify a run: every field but :data:`MACHINERY_FIELDS`, JSON-normalised (tuples as lists).
+
+    ``config`` is a :class:`TrainConfig` or a stored one (a checkpoint's or a record's ``config`` dict); fields a
+    stored config lacks count at their defaults (it was made when the default was the only behaviour), fields it
+    has that no longer exist are kept (so that they differ).
+    """
+    d = config.to_dict() if isinstance(config, TrainConfig) else {**TrainConfig().to_dict(), **config}
+    d = json.loads(json.dumps(d))
+    return {k: v for k, v in d.items() if k not in MACHINERY_FIELDS}
+
+
+def identity_changes(old: TrainConfig | Mapping[str, Any], new: TrainConfig | Mapping[str, Any]) -> list[str]:
+    """``"field: old -> new"`` for every identity field (:func:`run_identity`) where ``old`` and ``new`` differ."""
+    a, b = run_identity(old), run_identity(new)
+    return [f"{k}: {a.get(k)!r} -> {b.get(k)!r}" for k in sorted(a.keys() | b.keys()) if a.get(k) != b.get(k)]
+
+
+def check_loss_fields(loss: str, given: Mapping[str, Any], *, flags: bool = False) -> None:
+    """Refuse a loss-term field set explicitly (a key of ``given``) that loss ``loss`` ignores.
+
+    ``loss_weights`` derives the weights from the loss choice, so ``--loss repgt --beta 0.5`` would otherwise train
+    without RepBox and say nothing. Only the fields the caller set count: a preset's or the dataclass's value for a
+    term that is off is no contradiction, and neither is a weight of 0 for a term that is off. ``flags``: name the
+    fields as command-line options in the message.
+
+    Raises:
+        ValueError: naming the fields, the loss and the two ways out.
+    """
+    on = _TERMS_OF_LOSS[loss]
+    ignored = [
+        k for term, names in TERM_FIELDS.items() if term not in on for k in names
+        if k in given and not (k in ("alpha", "beta") and given[k] == 0)
+    ]  # fmt: skip
+    if not ignored:
+        return
+
+    def name(k: str) -> str:
+        return "--" + k.replace("_", "-") if flags else k
+
+    setting = ", ".join(f"{name(k)} {given[k]}" if flags else f"{k}={given[k]!r}" for k in ignored)
+    wanted = "repgt+repbox" if any(k in TERM_FIELDS["rep_box"] for k in ignored) else "repgt or repgt+repbox"
+    chosen = "" if "loss" in given else " (not set here: the preset's or the default)"
+    raise ValueError(
+        f"{setting}: no effect with {name('loss')} {loss}{chosen}, which does not train that term; use "
+        f"{name('loss')} {wanted}, or leave {' and '.join(name(k) for k in ignored)} out"
+    )
+
+
 def get_config(preset: str, **overrides: Any) -> TrainConfig:
-    """A copy of the preset named ``preset`` with ``overrides`` applied (validated)."""
+    """A copy of the preset named ``preset`` with ``overrides`` applied (validated: :func:`check_loss_fields`)."""
     if preset not in PRESETS:
         raise KeyError(f"unknown config {preset!r}; presets: {', '.join(PRESETS)}")
-    return dataclasses.replace(PRESETS[preset], **overrides)
+    config = dataclasses.replace(PRESETS[preset], **overrides)
+    check_loss_fields(config.loss, overrides)
+    return config
 
 
 def run_name(preset: str, loss: str, seed: int = 0) -> str:
@@ -199,15 +265,16 @@ def auto_config(data: str = "auto", loss: str = "repgt", **overrides: Any) -> Tr
     preset = "ssd300-voc0712" if spec.startswith("voc:") else "ssd-cpu-synth"
     device = str(overrides.get("device", PRESETS[preset].device))
     if preset == "ssd300-voc0712" and "iterations" not in overrides and not _has_gpu(device):
+        cpu_cost = _cost(expected_fit_seconds(dataclasses.replace(PRESETS["ssd-cpu-synth"], device="cpu")))
         if data != "auto":
             raise ValueError(
                 f"{spec} with the ssd300-voc0712 preset (120k iterations of 32 images) needs a CUDA GPU, and device "
-                f"{device!r} has none: it would not finish on a CPU. Use data='synth' (the CPU preset, about 12 "
-                f"minutes on 2 cores), give iterations=... for a short run, or train on a GPU."
+                f"{device!r} has none: it would not finish on a CPU. Use data='synth' (the CPU preset, {cpu_cost}), "
+                f"give iterations=... for a short run, or train on a GPU."
             )
         warnings.warn(
             f"PASCAL VOC found ({spec}) but no CUDA GPU: its 120k-iteration schedule cannot finish on a CPU, so "
-            f"this run uses the CPU preset ssd-cpu-synth on the synthetic crowds (about 12 minutes on 2 cores). "
+            f"this run uses the CPU preset ssd-cpu-synth on the synthetic crowds ({cpu_cost}). "
             f"Train on VOC with a GPU (device='cuda').",
             CPUFallbackWarning,
             stacklevel=2,
@@ -227,8 +294,8 @@ def auto_config(data: str = "auto", loss: str = "repgt", **overrides: Any) -> Tr
 
 
 #: Training throughput measured for the presets (images per second, the run's whole wall time included), to tell a
-#: notebook's reader how long a missing run will take. ``ssd-cpu-synth``: 800 x 16 images in 11 min 48 s on 2 CPU
-#: cores (README, Training); the VOC presets: no measurement here (they need a GPU).
+#: notebook's reader how long a missing run will take: ``ssd-cpu-synth`` on 2 CPU cores (the run in README's Training
+#: table); the VOC presets: no measurement here (they need a GPU).
 MEASURED_IMAGES_PER_S = {("ssd-cpu", "cpu"): 800 * 16 / 708.0}
 
 
@@ -239,6 +306,15 @@ def expected_fit_seconds(config: TrainConfig) -> float | None:
     return None if rate is None else config.iterations * config.batch_size / rate
 
 
+def _cost(seconds: float | None) -> str:
+    """A measured training time in words."""
+    if seconds is None:
+        return "no time measured for this preset and device"
+    if seconds < 90:
+        return f"about {seconds:.0f} s on a 2-core CPU (measured)"
+    return f"about {seconds / 60:.0f} min on a 2-core CPU (measured; the progress bar shows this machine's ETA)"
+
+
 def missing_run_notice(config: TrainConfig) -> str | None:
     """None when ``config.run_dir`` holds a ``last.pt``, else a sentence saying what training it costs.
 
@@ -246,19 +322,16 @@ def missing_run_notice(config: TrainConfig) -> str | None:
     """
     if (config.run_dir / "last.pt").is_file():
         return None
-    seconds = expected_fit_seconds(config)
-    if seconds is None:
-        cost = "no time measured for this preset and device"
-    elif seconds < 90:
-        cost = f"about {seconds:.0f} s on a 2-core CPU (measured)"
-    else:
-        cost = f"about {seconds / 60:.0f} min on a 2-core CPU (measured; the progress bar shows this machine's ETA)"
+    cost = _cost(expected_fit_seconds(config))
     preset = next((p for p in PRESETS if config.name.startswith(p + "-")), None)
     shell = f" In a shell instead: rssd train --config {preset} --loss {config.loss} --out-dir {config.out_dir}"
     return (
         f"{config.name}: no run in {config.run_dir}, training it now: {config.iterations} iterations of "
         f"{config.batch_size} images, {cost}." + (shell if preset else "")
     )
+
+
+_USAGE_ERROR = "_config_usage_error"  # the namespace entry add_config_arguments leaves: its parser's error()
 
 
 def _base_type(tp: Any) -> tuple[type, bool]:
@@ -289,8 +362,11 @@ def _parser_for(tp: type, optional: bool):
 def add_config_arguments(parser: argparse.ArgumentParser) -> None:
     """Add ``--config PRESET`` and one ``--field-name`` option per :class:`TrainConfig` field.
 
-    Options not given stay out of the namespace, so ``--grad-clip none`` (None) differs from no option.
+    Options not given stay out of the namespace, so ``--grad-clip none`` (None) differs from no option, and
+    :func:`config_from_args` knows which fields the user set (it refuses a loss-term field the loss ignores, as a
+    usage error of ``parser``).
     """
+    parser.set_defaults(**{_USAGE_ERROR: parser.error})
     parser.add_argument("--config", default=None, choices=sorted(PRESETS), help="a named preset to start from")
     group = parser.add_argument_group("configuration fields (override the preset)")
     hints = typing.get_type_hints(TrainConfig)
@@ -323,6 +399,13 @@ def config_from_args(args: argparse.Namespace, base: TrainConfig | None = None) 
         base = PRESETS[preset] if preset else TrainConfig()
     overrides = {f.name: getattr(args, f.name) for f in fields(TrainConfig) if hasattr(args, f.name)}
     config = dataclasses.replace(base, **overrides)
+    try:
+        check_loss_fields(config.loss, overrides, flags=True)
+    except ValueError as exc:
+        usage_error = getattr(args, _USAGE_ERROR, None)
+        if usage_error is None:
+            raise
+        usage_error(str(exc))  # exits with status 2 and the usage line
     if preset and "name" not in overrides:
         config = dataclasses.replace(config, name=run_name(preset, config.loss, config.seed))
     return config

@@ -38,7 +38,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, Sampler
 from tqdm.auto import tqdm
 
-from rssd.config import TrainConfig
+from rssd.config import TrainConfig, identity_changes
 from rssd.losses import RepulsionLoss
 from rssd.model import SSD, build_ssd, load_pretrained
 
@@ -55,7 +55,9 @@ __all__ = [
     "load_model",
     "resolve_device",
     "build_train_dataset",
+    "build_criterion",
     "load_or_fit",
+    "history_from_csv",
 ]
 
 CHECKPOINT_FORMAT = "rssd-checkpoint-1"
@@ -239,20 +241,6 @@ def _state_digest(model: torch.nn.Module) -> str:
 
 
 # ----------------------------------------------------------------------------------------------- the loop
-def _distributed() -> tuple[int, int, int]:
-    """``(rank, world, local_rank)`` from torchrun's environment, ``(0, 1, 0)`` otherwise."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    return int(os.environ.get("RANK", "0")), world, int(os.environ.get("LOCAL_RANK", "0"))
-
-
-def _targets_to(targets: list[dict[str, Any]], device: torch.device) -> list[dict[str, Tensor]]:
-    return [
-        {"boxes": torch.as_tensor(t["boxes"], dtype=torch.float32).to(device, non_blocking=True),
-         "labels": torch.as_tensor(t["labels"], dtype=torch.long).to(device, non_blocking=True)}
-        for t in targets
-    ]  # fmt: skip
-
-
 def train_step(
     net: torch.nn.Module,
     criterion: Callable[..., dict[str, Tensor]],
@@ -310,7 +298,8 @@ def fit(
 
     Args:
         config: the run (see :class:`rssd.config.TrainConfig`).
-        resume: a checkpoint of this run to continue from (its model, optimizer, schedule, RNG and iteration).
+        resume: a checkpoint of this run to continue from (its model, optimizer, schedule, RNG and iteration); the
+            run's identity (:func:`rssd.config.run_identity`) must be the checkpoint's.
         until: stop after this iteration (checkpointed) instead of ``config.iterations``; the schedule still
             spans ``config.iterations``.
         on_log: called on the main process with the whole history after every logged iteration.
@@ -323,24 +312,110 @@ def fit(
     Raises:
         NonFiniteLossError: a loss term became NaN or infinite (the last good state is checkpointed first).
     """
-    rank, world, local_rank = _distributed()
-    device = resolve_device(config.device)
-    if world > 1:
-        if device.type == "cuda":
-            device = torch.device("cuda", local_rank)
-            torch.cuda.set_device(device)
-        if not dist.is_initialized():
-            dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
-    main = rank == 0
-    cuda = device.type == "cuda"
-    run_dir = config.run_dir
-    stop = min(until or config.iterations, config.iterations)
-
-    # Data, then the model (seeded: the same initial weights on every rank).
-    from rssd.data import collate
-
+    process = _start_process(config.device)
     base = dataset if dataset is not None else build_train_dataset(config)
-    classes = tuple(base.classes)
+    run = _build_run(config, tuple(base.classes), process.device, resume)
+    if process.main:
+        config.run_dir.mkdir(parents=True, exist_ok=True)
+        config.save(config.run_dir / "config.json")
+    net = _network(run.model, config, process)
+    batches = iter(_loader(base, run, process))
+    checkpoints = _Checkpoints(run, process.main)
+    guard = _FiniteGuard(run, process.world, checkpoints)
+    stop = min(until or config.iterations, config.iterations)
+    log = _Log(config, process, run.start, stop, progress, on_log)
+    iteration = run.start
+    net.train()
+    try:
+        while iteration < stop:
+            terms = _iteration(net, run, next(batches), process, guard, iteration)
+            iteration += 1
+            log.add(iteration, terms, run.optimizer.param_groups[0]["lr"])
+            if iteration % config.checkpoint_every == 0 and iteration < stop:
+                checkpoints.save(iteration)
+    except KeyboardInterrupt:
+        if not guard.updating and iteration > run.start:  # mid-update, the state is half old, half new
+            saved = checkpoints.save(iteration)
+            if process.main:
+                print(f"\ninterrupted at iteration {iteration}; saved {saved}; resume with --resume {saved}")
+        raise
+    finally:
+        log.close()
+        del batches  # stops the loader's workers
+    checkpoints.save(iteration, _sync_ranks(run.model, process))
+    return FitResult(model=run.model, classes=run.classes, history=log.history, run_dir=config.run_dir,
+                     checkpoint=checkpoints.last, iteration=iteration)  # fmt: skip
+
+
+# ----------------------------------------------------------------------------------------------- fit's steps
+@dataclass
+class _Process:
+    """This process's place in a run: its rank among ``world`` processes (torchrun's), and its device."""
+
+    rank: int
+    world: int
+    local_rank: int
+    device: torch.device
+
+    @property
+    def main(self) -> bool:
+        """Rank 0 writes the checkpoints and logs."""
+        return self.rank == 0
+
+    @property
+    def cuda(self) -> bool:
+        return self.device.type == "cuda"
+
+
+def _start_process(device: str) -> _Process:
+    """Read torchrun's environment (one process without it); with several, pin this one's GPU and join the group."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    rank, local_rank = int(os.environ.get("RANK", "0")), int(os.environ.get("LOCAL_RANK", "0"))
+    resolved = resolve_device(device)
+    if world > 1:
+        if resolved.type == "cuda":
+            resolved = torch.device("cuda", local_rank)
+            torch.cuda.set_device(resolved)
+        if not dist.is_initialized():
+            dist.init_process_group("nccl" if resolved.type == "cuda" else "gloo")
+    return _Process(rank, world, local_rank, resolved)
+
+
+@dataclass
+class _Run:
+    """What a run trains, from iteration ``start``: the model and its priors, the optimizer, schedule and loss."""
+
+    config: TrainConfig
+    classes: tuple[str, ...]
+    model: SSD
+    priors: Tensor
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LambdaLR
+    criterion: RepulsionLoss
+    start: int = 0
+
+    def state(self, iteration: int) -> dict[str, Any]:
+        """The checkpoint of this run at ``iteration`` (see :func:`load_checkpoint`)."""
+        return {
+            "format": CHECKPOINT_FORMAT,
+            "iteration": iteration,
+            "model": self.model.state_dict(),
+            "model_name": self.config.model,
+            "num_classes": len(self.classes) + 1,
+            "classes": list(self.classes),
+            "normalization": self.model.normalization,
+            "config": self.config.to_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "rng": _rng_state(),
+        }
+
+
+def _build_run(
+    config: TrainConfig, classes: tuple[str, ...], device: torch.device, resume: str | os.PathLike | None
+) -> _Run:
+    """The model (seeded: the same initial weights on every process; pretrained weights unless resuming), SGD, the
+    schedule and the loss; with ``resume``, their states, the RNG states and the iteration from that checkpoint."""
     torch.manual_seed(config.seed)
     model = build_ssd(config.model, len(classes) + 1, normalization=config.normalization)
     if config.weights and resume is None:
@@ -354,16 +429,12 @@ def fit(
     model.to(device)
     if config.channels_last:
         model.to(memory_format=torch.channels_last)
-    priors = model.priors.to(device)
-    transform = train_transform(model, config.augment)
-
     optimizer = torch.optim.SGD(
         model.parameters(), lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay
     )
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda it: lr_factor(it, config))
     criterion = build_criterion(config, len(classes) + 1)
-
-    start = 0
+    run = _Run(config, classes, model, model.priors.to(device), optimizer, scheduler, criterion)
     if resume is not None:
         ckpt = load_checkpoint(resume, map_location=device)
         _check_resume(ckpt, config, resume)
@@ -371,141 +442,222 @@ def fit(
         optimizer.load_state_dict(ckpt["optimizer"])
         scheduler.load_state_dict(ckpt["scheduler"])
         _set_rng_state(ckpt["rng"])
-        start = int(ckpt["iteration"])
-    if main:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        config.save(run_dir / "config.json")
+        run.start = int(ckpt["iteration"])
+    return run
 
-    net = model
-    if world > 1:
-        net = torch.nn.parallel.DistributedDataParallel(model, device_ids=[local_rank] if cuda else None)
-    if config.compile:  # the wrapper only: checkpoints keep the plain module's state_dict keys
+
+def _check_resume(ckpt: dict[str, Any], config: TrainConfig, path: str | os.PathLike) -> None:
+    """Refuse a checkpoint of another run (an identity field differs) or one past the end of this run."""
+    changes = identity_changes(ckpt["config"], config)
+    if changes:
+        raise ValueError(f"cannot resume from {path}: the run differs in {'; '.join(changes)}")
+    if ckpt["iteration"] >= config.iterations:
+        raise ValueError(f"{path} is at iteration {ckpt['iteration']}, the run has only {config.iterations}")
+
+
+def _network(model: SSD, config: TrainConfig, process: _Process) -> torch.nn.Module:
+    """What the loop calls: ``model`` in DistributedDataParallel with several processes, compiled when
+    ``config.compile`` (the wrappers only: checkpoints keep the plain module's ``state_dict`` keys)."""
+    net: torch.nn.Module = model
+    if process.world > 1:
+        net = torch.nn.parallel.DistributedDataParallel(
+            model, device_ids=[process.local_rank] if process.cuda else None
+        )
+    if config.compile:
         net = torch.compile(net)
+    return net
 
-    stream = SampleStream(len(base), config.seed, start=start * config.batch_size, rank=rank, world=world)
-    loader = DataLoader(
-        _SeededTransform(base, transform, config.seed), batch_size=config.batch_size, sampler=stream,
-        num_workers=config.workers, collate_fn=collate, pin_memory=cuda, persistent_workers=False,
+
+def _loader(base: Dataset, run: _Run, process: _Process) -> DataLoader:
+    """Batches from this process's share of the run's sample stream, from the run's start, augmented under the
+    seed of each sample's position (the same data whatever the number of workers)."""
+    from rssd.data import collate
+
+    config = run.config
+    stream = SampleStream(len(base), config.seed, start=run.start * config.batch_size, rank=process.rank,
+                          world=process.world)  # fmt: skip
+    return DataLoader(
+        _SeededTransform(base, train_transform(run.model, config.augment), config.seed), batch_size=config.batch_size,
+        sampler=stream, num_workers=config.workers, collate_fn=collate, pin_memory=process.cuda,
+        persistent_workers=False,
     )  # fmt: skip
 
-    def checkpoint(iteration: int, extra: dict[str, Any] | None = None) -> Path | None:
-        if not main:
+
+def _targets_to(targets: list[dict[str, Any]], device: torch.device) -> list[dict[str, Tensor]]:
+    return [
+        {"boxes": torch.as_tensor(t["boxes"], dtype=torch.float32).to(device, non_blocking=True),
+         "labels": torch.as_tensor(t["labels"], dtype=torch.long).to(device, non_blocking=True)}
+        for t in targets
+    ]  # fmt: skip
+
+
+def _iteration(
+    net: torch.nn.Module, run: _Run, batch: tuple[Tensor, list], process: _Process, guard: _FiniteGuard,
+    iteration: int,
+) -> dict[str, Tensor]:
+    """Iteration ``iteration + 1`` of :func:`fit`: the batch to the device, then :func:`train_step` (guarded)."""
+    images, targets = batch
+    images = images.to(process.device, non_blocking=True)
+    if run.config.channels_last:
+        images = images.contiguous(memory_format=torch.channels_last)
+    guard.iteration = iteration
+    terms = train_step(
+        net, run.criterion, run.optimizer, run.scheduler, images, _targets_to(targets, process.device), run.priors,
+        grad_clip=run.config.grad_clip, amp=process.cuda and run.config.amp, params=run.model.parameters(),
+        before_update=guard,
+    )  # fmt: skip
+    guard.updating = False
+    return terms
+
+
+class _Checkpoints:
+    """The run's checkpoints, written by the main process only: ``ckpt_<iteration>.pt`` (the newest
+    ``keep_checkpoints`` are kept) and ``last.pt``, a hard link to the newest (a copy where links fail)."""
+
+    def __init__(self, run: _Run, main: bool) -> None:
+        self.run, self.main = run, main
+        self.last: Path | None = None  # the newest checkpoint written
+
+    def save(self, iteration: int, extra: dict[str, Any] | None = None) -> Path | None:
+        """Checkpoint the run at ``iteration`` (``extra``: more entries); the path, None on other processes."""
+        if not self.main:
             return None
-        state = {
-            "format": CHECKPOINT_FORMAT,
-            "iteration": iteration,
-            "model": model.state_dict(),
-            "model_name": config.model,
-            "num_classes": len(classes) + 1,
-            "classes": list(classes),
-            "normalization": model.normalization,
-            "config": config.to_dict(),
-            "optimizer": optimizer.state_dict(),
-            "scheduler": scheduler.state_dict(),
-            "rng": _rng_state(),
-            **(extra or {}),
-        }
+        run_dir, state = self.run.config.run_dir, {**self.run.state(iteration), **(extra or {})}
         path = save_checkpoint(run_dir / f"ckpt_{iteration:07d}.pt", state)
-        last = run_dir / "last.pt"
         tmp = run_dir / f".last.pt.tmp-{os.getpid()}"
         tmp.unlink(missing_ok=True)
         try:
             os.link(path, tmp)
         except OSError:
             save_checkpoint(tmp, state)
-        os.replace(tmp, last)
-        for old in sorted(run_dir.glob("ckpt_*.pt"))[: -config.keep_checkpoints]:
+        os.replace(tmp, run_dir / "last.pt")
+        for old in sorted(run_dir.glob("ckpt_*.pt"))[: -self.run.config.keep_checkpoints]:
             old.unlink(missing_ok=True)
+        self.last = path
         return path
 
-    log = _Logger(run_dir, main, start)
-    history: list[dict[str, float]] = log.history
-    bar = tqdm(
-        total=stop, initial=start, desc=config.name, unit="it", disable=not (progress and main), dynamic_ncols=True
-    )
-    sums = dict.fromkeys(TERMS, 0.0)
-    window, t_window = 0, time.perf_counter()
-    last_ckpt: Path | None = None
-    iteration = start
-    updating = False
-    batches = iter(loader)
-    net.train()
-    def before_update(terms: dict[str, Tensor]) -> None:
-        nonlocal updating
+
+class _FiniteGuard:
+    """``before_update`` of :func:`fit`'s steps: on a NaN or infinite term (on any process: they all stop) it
+    checkpoints the last good state and raises :class:`NonFiniteLossError`; otherwise it marks the update as under
+    way (``updating``, until the step returns: an interrupt then saves nothing)."""
+
+    def __init__(self, run: _Run, world: int, checkpoints: _Checkpoints) -> None:
+        self.run, self.world, self.checkpoints = run, world, checkpoints
+        self.iteration = run.start  # iterations done before the step being checked
+        self.updating = False
+
+    def __call__(self, terms: dict[str, Tensor]) -> None:
         finite = torch.isfinite(torch.stack([terms[k] for k in TERMS])).all()
-        if world > 1:
+        if self.world > 1:
             flag = finite.to(torch.int32)
             dist.all_reduce(flag, op=dist.ReduceOp.MIN)
             finite = flag.bool()
         if not bool(finite):
             bad = [k for k in TERMS if not torch.isfinite(terms[k])] or ["(another process)"]
-            saved = checkpoint(iteration) if iteration > start else last_ckpt
+            it = self.iteration
+            saved = self.checkpoints.save(it) if it > self.run.start else self.checkpoints.last
             raise NonFiniteLossError(
-                f"{config.name}: non-finite loss at iteration {iteration + 1} (term {', '.join(bad)}: "
+                f"{self.run.config.name}: non-finite loss at iteration {it + 1} (term {', '.join(bad)}: "
                 f"{', '.join(f'{k}={float(terms[k].detach()):.4g}' for k in TERMS)}); training stopped. "
                 f"Last good checkpoint: {saved or 'none (nothing trained yet)'}. Lower --lr or set --grad-clip."
             )
-        updating = True
-
-    try:
-        while iteration < stop:
-            images, targets = next(batches)
-            images = images.to(device, non_blocking=True)
-            if config.channels_last:
-                images = images.contiguous(memory_format=torch.channels_last)
-            targets = _targets_to(targets, device)
-            terms = train_step(
-                net, criterion, optimizer, scheduler, images, targets, priors, grad_clip=config.grad_clip,
-                amp=cuda and config.amp, params=model.parameters(), before_update=before_update,
-            )  # fmt: skip
-            updating = False
-            iteration += 1
-            bar.update(1)
-            for k in TERMS:
-                sums[k] += float(terms[k].detach())
-            window += 1
-            if iteration % config.log_every == 0 or iteration == stop:
-                dt = time.perf_counter() - t_window
-                row = {"iteration": iteration, "lr": optimizer.param_groups[0]["lr"]}
-                row.update({k: sums[k] / window for k in TERMS})
-                row["images_per_s"] = window * config.batch_size * world / max(dt, 1e-9)
-                log.write(row)
-                bar.set_postfix(
-                    loss=f"{row['total']:.3f}", loc=f"{row['loc']:.3f}", conf=f"{row['conf']:.3f}",
-                    rep=f"{row['rep_gt']:.3f}", img_s=f"{row['images_per_s']:.1f}", refresh=False,
-                )  # fmt: skip
-                if on_log is not None and main:
-                    on_log(history)
-                sums, window, t_window = dict.fromkeys(TERMS, 0.0), 0, time.perf_counter()
-            if iteration % config.checkpoint_every == 0 and iteration < stop:
-                last_ckpt = checkpoint(iteration) or last_ckpt
-    except KeyboardInterrupt:
-        if not updating and iteration > start:
-            saved = checkpoint(iteration)
-            if main:
-                print(f"\ninterrupted at iteration {iteration}; saved {saved}; resume with --resume {saved}")
-        raise
-    finally:
-        bar.close()
-        log.close()
-        del batches
-
-    extra: dict[str, Any] = {}
-    if world > 1:
-        # DDP broadcasts buffers (BatchNorm statistics) from rank 0 at each forward; do it once more so that the
-        # saved state is rank 0's, then check that every process holds exactly the same weights.
-        for buf in model.buffers():
-            dist.broadcast(buf, 0)
-        digests: list[str | None] = [None] * world
-        dist.all_gather_object(digests, _state_digest(model))
-        extra["rank_digests"] = digests
-        if main and len(set(digests)) != 1:
-            raise RuntimeError(f"the {world} processes ended with different weights: {digests}")
-    last_ckpt = checkpoint(iteration, extra) or last_ckpt
-    return FitResult(model=model, classes=classes, history=history, run_dir=run_dir, checkpoint=last_ckpt,
-                     iteration=iteration)  # fmt: skip
+        self.updating = True
 
 
+def _sync_ranks(model: SSD, process: _Process) -> dict[str, Any]:
+    """With several processes, at the end: rank 0's buffers everywhere, and every process's weights checked equal;
+    returns the checkpoint's ``rank_digests`` entry (nothing with one process)."""
+    if process.world == 1:
+        return {}
+    # DDP broadcasts buffers (BatchNorm statistics) from rank 0 at each forward: once more, so that the saved state
+    # is rank 0's
+    for buf in model.buffers():
+        dist.broadcast(buf, 0)
+    digests: list[str | None] = [None] * process.world
+    dist.all_gather_object(digests, _state_digest(model))
+    if process.main and len(set(digests)) != 1:
+        raise RuntimeError(f"the {process.world} processes ended with different weights: {digests}")
+    return {"rank_digests": digests}
+
+
+class _Log:
+    """What a run reports, on the main process: a tqdm bar; every ``log_every`` iterations (and at the end) a row
+    of the loss terms averaged since the last row, the learning rate and images/s, written to ``log.csv`` (kept up
+    to the start of a resumed run), to TensorBoard when installed, to ``history`` and to ``on_log``."""
+
+    def __init__(
+        self, config: TrainConfig, process: _Process, start: int, stop: int, progress: bool,
+        on_log: Callable[[list[dict[str, float]]], None] | None,
+    ) -> None:  # fmt: skip
+        self.config, self.process, self.stop, self.on_log = config, process, stop, on_log
+        self.main = process.main
+        self.bar = tqdm(total=stop, initial=start, desc=config.name, unit="it",
+                        disable=not (progress and self.main), dynamic_ncols=True)  # fmt: skip
+        self._reset_window()
+        self.history: list[dict[str, float]] = []
+        self.writer = self.tb = self.file = None
+        if not self.main:
+            return
+        csv_path = config.run_dir / "log.csv"
+        if csv_path.is_file() and start > 0:
+            self.history = [row for row in history_from_csv(csv_path) if row["iteration"] <= start]
+        self.file = open(csv_path, "w", newline="")  # noqa: SIM115 (closed in close())
+        for row in self.history:
+            self._csv(row)
+        with contextlib.suppress(ImportError):
+            from torch.utils.tensorboard import SummaryWriter
+
+            self.tb = SummaryWriter(str(config.run_dir / "tensorboard"))
+
+    def _reset_window(self) -> None:
+        self.sums, self.window, self.t_window = dict.fromkeys(TERMS, 0.0), 0, time.perf_counter()
+
+    def add(self, iteration: int, terms: dict[str, Tensor], lr: float) -> None:
+        """Count iteration ``iteration`` (1-based, done) with its ``terms``; write a row when one is due."""
+        self.bar.update(1)
+        for k in TERMS:
+            self.sums[k] += float(terms[k].detach())
+        self.window += 1
+        if iteration % self.config.log_every == 0 or iteration == self.stop:
+            dt = time.perf_counter() - self.t_window
+            row = {"iteration": iteration, "lr": lr, **{k: self.sums[k] / self.window for k in TERMS}}
+            row["images_per_s"] = self.window * self.config.batch_size * self.process.world / max(dt, 1e-9)
+            self._write(row)
+            self._reset_window()
+
+    def _write(self, row: dict[str, float]) -> None:
+        self.bar.set_postfix(
+            loss=f"{row['total']:.3f}", loc=f"{row['loc']:.3f}", conf=f"{row['conf']:.3f}", rep=f"{row['rep_gt']:.3f}",
+            img_s=f"{row['images_per_s']:.1f}", refresh=False,
+        )  # fmt: skip
+        if not self.main:
+            return
+        self.history.append(row)
+        self._csv(row)
+        if self.tb is not None:
+            for k, v in row.items():
+                if k != "iteration" and math.isfinite(v):
+                    self.tb.add_scalar(f"train/{k}", v, int(row["iteration"]))
+        if self.on_log is not None:
+            self.on_log(self.history)
+
+    def _csv(self, row: dict[str, float]) -> None:
+        if self.writer is None:
+            self.writer = csv.DictWriter(self.file, fieldnames=list(row))
+            self.writer.writeheader()
+        self.writer.writerow(row)
+        self.file.flush()
+
+    def close(self) -> None:
+        self.bar.close()
+        if self.file is not None:
+            self.file.close()
+        if self.tb is not None:
+            self.tb.close()
+
+
+# ----------------------------------------------------------------------------------------------- around fit
 def train_transform(model: SSD, augment: str = "ssd"):
     """The training transform of ``model`` for an :data:`rssd.config.AUGMENTATIONS` choice."""
     from rssd.data import SSDTrainTransform
@@ -526,78 +678,17 @@ def _eval_transform(model: SSD):
     return SSDEvalTransform(model.image_size, model.normalization)
 
 
-def _check_resume(ckpt: dict[str, Any], config: TrainConfig, path: str | os.PathLike) -> None:
-    old = ckpt["config"]
-    must = ("model", "data", "batch_size", "seed", "synth_images", "split", "keep_difficult")
-    diff = [f"{k}: {old.get(k)!r} -> {getattr(config, k)!r}" for k in must if old.get(k) != getattr(config, k)]
-    if diff:
-        raise ValueError(f"cannot resume from {path}: the run differs in {'; '.join(diff)}")
-    if ckpt["iteration"] >= config.iterations:
-        raise ValueError(f"{path} is at iteration {ckpt['iteration']}, the run has only {config.iterations}")
-
-
-class _Logger:
-    """CSV log (always), TensorBoard (when installed), and the in-memory history, on the main process."""
-
-    def __init__(self, run_dir: Path, main: bool, start: int) -> None:
-        self.main = main
-        self.history: list[dict[str, float]] = []
-        self.csv_path = run_dir / "log.csv"
-        self.writer = None
-        self.tb = None
-        if not main:
-            return
-        if self.csv_path.is_file() and start > 0:  # keep the rows up to the resumed iteration
-            with open(self.csv_path, newline="") as f:
-                rows = [{k: float(v) for k, v in row.items()} for row in csv.DictReader(f)]
-            self.history = [row for row in rows if row["iteration"] <= start]
-        self.file = open(self.csv_path, "w", newline="")  # noqa: SIM115 (closed in close())
-        self.writer = None
-        for row in self.history:
-            self._csv(row)
-        with contextlib.suppress(ImportError):
-            from torch.utils.tensorboard import SummaryWriter
-
-            self.tb = SummaryWriter(str(run_dir / "tensorboard"))
-
-    def _csv(self, row: dict[str, float]) -> None:
-        if self.writer is None:
-            self.writer = csv.DictWriter(self.file, fieldnames=list(row))
-            self.writer.writeheader()
-        self.writer.writerow(row)
-        self.file.flush()
-
-    def write(self, row: dict[str, float]) -> None:
-        if not self.main:
-            return
-        self.history.append(row)
-        self._csv(row)
-        if self.tb is not None:
-            for k, v in row.items():
-                if k != "iteration" and math.isfinite(v):
-                    self.tb.add_scalar(f"train/{k}", v, int(row["iteration"]))
-
-    def close(self) -> None:
-        if self.main:
-            self.file.close()
-            if self.tb is not None:
-                self.tb.close()
-
-
 def load_or_fit(config: TrainConfig, device: str | torch.device = "cpu", **fit_kwargs: Any) -> tuple[SSD, dict]:
     """The model of ``config``'s run: loaded from ``run_dir/last.pt`` when that run is complete, else trained now.
 
     For notebooks that compare models: run notebook 09 (or ``rssd train``) once at full size, and later notebooks
-    reuse its checkpoints; on a fresh machine they train what is missing. Returns ``(model in eval mode,
-    checkpoint dict)``.
+    reuse its checkpoints; on a fresh machine they train what is missing. A run is reused when its identity
+    (:func:`rssd.config.run_identity`) is ``config``'s. Returns ``(model in eval mode, checkpoint dict)``.
     """
     last = config.run_dir / "last.pt"
     if last.is_file():
         model, ckpt = load_model(last, device)
-        machinery = {"device", "workers", "out_dir", "checkpoint_every", "keep_checkpoints", "log_every", "compile"}
-        old = {k: v for k, v in ckpt["config"].items() if k not in machinery}
-        new = {k: v for k, v in config.to_dict().items() if k not in machinery}
-        if old == new and ckpt["iteration"] == config.iterations:
+        if not identity_changes(ckpt["config"], config) and ckpt["iteration"] == config.iterations:
             return model, ckpt
         print(f"{last} is from another configuration or unfinished: training {config.name} again")
     fit(config, **fit_kwargs)

@@ -1,4 +1,5 @@
-"""Run naming shared by ``rssd train`` and the notebooks, and ``auto_config``'s choice of preset on a CPU."""
+"""Run naming shared by ``rssd train`` and the notebooks, ``auto_config``'s choice of preset on a CPU, a run's
+identity, and loss-term fields the loss ignores."""
 
 from __future__ import annotations
 
@@ -9,13 +10,18 @@ import pytest
 import torch
 
 from rssd.config import (
+    MACHINERY_FIELDS,
+    PRESETS,
     CPUFallbackWarning,
+    TrainConfig,
     add_config_arguments,
     auto_config,
     config_from_args,
     expected_fit_seconds,
     get_config,
+    identity_changes,
     missing_run_notice,
+    run_identity,
     run_name,
 )
 
@@ -79,3 +85,51 @@ def test_missing_run_notice(tmp_path: Path) -> None:
     cfg.run_dir.mkdir()
     (cfg.run_dir / "last.pt").write_bytes(b"")
     assert missing_run_notice(cfg) is None
+
+
+def test_cli_refuses_a_loss_field_the_loss_ignores(capsys: pytest.CaptureFixture[str]) -> None:
+    for argv, named in (
+        (["--loss", "repgt", "--beta", "0.5"], "--beta 0.5: no effect with --loss repgt"),
+        (["--config", "ssd-cpu-synth", "--sigma-box", "0.5"], "--loss repgt (not set here"),  # the preset's loss
+        (["--loss", "ssd", "--alpha", "1", "--rep-gt", "excess"], "--alpha 1.0, --rep-gt excess: no effect"),
+    ):
+        with pytest.raises(SystemExit) as exit_info:
+            parse(argv)
+        assert exit_info.value.code == 2  # a usage error, not a traceback
+        assert named in capsys.readouterr().err
+    assert parse(["--loss", "repgt", "--beta", "0"]).loss_weights == (0.5, 0.0)  # agrees with the loss
+    assert parse(["--loss", "repgt+repbox", "--beta", "0.2"]).loss_weights == (0.5, 0.2)
+    assert parse(["--loss", "repgt", "--alpha", "1", "--sigma-gt", "0"]).loss_weights == (1.0, 0.0)
+    assert parse(["--config", "ssd-cpu-synth", "--loss", "ssd"]).loss_weights == (0.0, 0.0)  # defaults: fine
+    # without the parser (a namespace made elsewhere), and from Python: ValueError
+    with pytest.raises(ValueError, match="--beta 0.3: no effect with --loss repgt"):
+        config_from_args(argparse.Namespace(loss="repgt", beta=0.3))
+    with pytest.raises(ValueError, match="use loss repgt\\+repbox, or leave beta out"):
+        get_config("ssd-cpu-synth", beta=0.3)
+
+
+def test_presets_and_grids_still_load() -> None:
+    from rssd.experiments.crowd import GRIDS_DIR, Grid, load_grid
+
+    for name in PRESETS:
+        assert get_config(name).name == name
+    for path in sorted(GRIDS_DIR.glob("*.json")):
+        grid = load_grid(path)
+        for variant in grid.variants:  # e.g. {"loss": "repgt", "alpha": 0.5} with the base's default beta
+            grid.train_config(variant, grid.seeds[0])
+    with pytest.raises(ValueError, match="variant 'bad'.*beta=0.5: no effect with loss repgt"):
+        Grid(name="g", variants={"bad": {"loss": "repgt", "beta": 0.5}})
+
+
+def test_run_identity_is_every_field_but_the_machinery() -> None:
+    config = TrainConfig()
+    assert set(run_identity(config)) == {f for f in config.to_dict() if f not in MACHINERY_FIELDS}
+    assert config.identity() == run_identity(config) == run_identity(config.to_dict())
+    assert {"match_iou", "loss", "lr", "seed", "data"} <= set(config.identity())
+    assert identity_changes(config, TrainConfig(log_every=1, workers=8, device="cpu", name="x", out_dir="y")) == []
+    assert identity_changes(config, TrainConfig(match_iou=0.4, lr=0.1)) == ["lr: 0.001 -> 0.1", "match_iou: 0.5 -> 0.4"]
+    # a stored config without a field (made before it existed) counts it at its default; tuples are JSON lists
+    stored = {k: v for k, v in config.to_dict().items() if k != "match_iou"}
+    stored["milestones"] = list(stored["milestones"])
+    assert identity_changes(stored, config) == []
+    assert identity_changes({**stored, "gone": 1}, config) == ["gone: 1 -> None"]

@@ -15,11 +15,12 @@ from rssd.config import TrainConfig, add_config_arguments, config_from_args, get
 from rssd.losses import RepulsionLoss
 from rssd.train import (
     NonFiniteLossError,
-    build_criterion,
     SampleStream,
+    build_criterion,
     fit,
     load_checkpoint,
     load_model,
+    load_or_fit,
     lr_factor,
     save_checkpoint,
     train_transform,
@@ -151,6 +152,32 @@ def test_checkpoint_contents_and_model_loading(tmp_path: Path) -> None:
         load_checkpoint(tmp_path / "bad.pt")
     with pytest.raises(ValueError, match="run differs in batch_size"):
         fit(tiny(tmp_path, batch_size=4), resume=run / "last.pt", progress=False)
+
+
+def test_resume_and_reuse_need_the_same_identity(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    first = fit(tiny(tmp_path, iterations=3), until=2, progress=False)
+    with pytest.raises(ValueError, match=r"run differs in match_iou: 0\.5 -> 0\.4"):  # it changes the loss
+        fit(tiny(tmp_path, iterations=3, match_iou=0.4), resume=first.checkpoint, progress=False)
+    with pytest.raises(ValueError, match="run differs in lr"):
+        fit(tiny(tmp_path, iterations=3, lr=0.02), resume=first.checkpoint, progress=False)
+    # a checkpoint made before a field existed counts it at its default
+    ckpt = load_checkpoint(first.checkpoint)
+    del ckpt["config"]["match_iou"]
+    old = save_checkpoint(tmp_path / "old.pt", ckpt)
+    # machinery (where and how the run executes) may change
+    done = fit(tiny(tmp_path, iterations=3, log_every=2, keep_checkpoints=1, device="cpu"), resume=old, progress=False)
+    assert done.iteration == 3
+
+    import rssd.train
+
+    def no_training(config, **kwargs):
+        raise AssertionError(f"trained {config.name} again")
+
+    monkeypatch.setattr(rssd.train, "fit", no_training)
+    model, meta = load_or_fit(tiny(tmp_path, iterations=3, log_every=7, workers=1, checkpoint_every=1))
+    assert meta["iteration"] == 3
+    with pytest.raises(AssertionError, match="trained t again"):
+        load_or_fit(tiny(tmp_path, iterations=3, match_iou=0.4))
 
 
 def test_non_finite_loss_stops_with_message_and_keeps_last_good_state(tmp_path: Path, monkeypatch) -> None:

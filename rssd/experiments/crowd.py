@@ -58,9 +58,6 @@ __all__ = [
 #: Where the named grids live (``load_grid("crowd-cpu")`` reads ``GRIDS_DIR / "crowd-cpu.json"``).
 GRIDS_DIR = Path(__file__).resolve().parent / "grids"
 
-#: Config fields that only say where and how a run executes: they may differ between a result and its re-run.
-_MACHINERY = {"device", "workers", "out_dir", "checkpoint_every", "keep_checkpoints", "log_every"}
-
 
 @dataclass
 class Grid:
@@ -128,8 +125,12 @@ class Grid:
         return SynthConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in self.synth.items()})
 
     def train_config(self, variant: str, seed: int, runs_dir: str | os.PathLike = "runs/experiments"):
-        """The :class:`~rssd.config.TrainConfig` of run ``(variant, seed)``."""
-        from rssd.config import TrainConfig
+        """The :class:`~rssd.config.TrainConfig` of run ``(variant, seed)``.
+
+        A loss-term field that the variant sets itself and its loss ignores is refused
+        (:func:`rssd.config.check_loss_fields`); the base's fields and the defaults are not checked.
+        """
+        from rssd.config import TrainConfig, check_loss_fields
 
         if variant not in self.variants:
             raise KeyError(f"grid {self.name!r} has no variant {variant!r}; variants: {', '.join(self.variants)}")
@@ -140,7 +141,9 @@ class Grid:
         )  # fmt: skip
         if "milestones" in settings:
             settings["milestones"] = tuple(settings["milestones"])
-        return TrainConfig(**settings)
+        config = TrainConfig(**settings)
+        check_loss_fields(config.loss, self.variants[variant])
+        return config
 
     def dataset(self, seed: int, split: str):
         """Split ``split`` of seed ``seed``'s scenes (difficult objects kept outside ``train``, to be ignored)."""
@@ -187,15 +190,6 @@ def _write_json(path: Path, data: dict[str, Any]) -> None:
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     tmp.write_text(json.dumps(data, indent=1, sort_keys=False) + "\n")
     os.replace(tmp, path)
-
-
-def _comparable(config: dict[str, Any]) -> dict[str, Any]:
-    """A config without its machinery fields, JSON-normalised, fields added since the record was made at their
-    defaults (a record without a field was made when that field's behaviour was the only one)."""
-    from rssd.config import TrainConfig
-
-    config = json.loads(json.dumps({**TrainConfig().to_dict(), **config}))  # tuples -> lists, as JSON holds them
-    return {k: v for k, v in config.items() if k not in _MACHINERY}
 
 
 def machine() -> dict[str, Any]:
@@ -322,6 +316,7 @@ def run_one(
     Raises:
         ValueError: the run's JSON was made with another configuration (delete it to run again).
     """
+    from rssd.config import identity_changes
     from rssd.evaluate import ground_truth_of
     from rssd.train import fit, history_from_csv, load_model
 
@@ -331,10 +326,11 @@ def run_one(
     tag = f"[{grid.name} {variant} s{seed}]"
     if path.is_file():
         record = json.loads(path.read_text())
-        if _comparable(record["config"]) != _comparable(config.to_dict()):
+        changes = identity_changes(record["config"], config)
+        if changes:
             raise ValueError(
-                f"{path} was made with another configuration than grid {grid.name!r} gives now; "
-                f"delete it (and {config.run_dir}) to run it again"
+                f"{path} was made with another configuration than grid {grid.name!r} gives now "
+                f"({'; '.join(changes)}); delete it (and {config.run_dir}) to run it again"
             )
         if record.get("status") == "done":
             log(f"{tag} done already: {_split(record)} mAP {_final(record)['mAP']:.4f}")
