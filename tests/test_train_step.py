@@ -11,9 +11,16 @@ import torch
 
 from rssd.config import get_config
 from rssd.data import collate
-from rssd.losses import RepulsionLoss
 from rssd.model import build_ssd
-from rssd.train import SampleStream, build_train_dataset, fit, lr_factor, train_step, train_transform
+from rssd.train import (
+    SampleStream,
+    build_criterion,
+    build_train_dataset,
+    fit,
+    lr_factor,
+    train_step,
+    train_transform,
+)
 
 
 def first_batch(config, base, transform):
@@ -43,10 +50,7 @@ def test_first_iteration_by_hand_equals_fit(tmp_path: Path) -> None:
     torch.manual_seed(config.seed)
     model = build_ssd(config.model, len(base.classes) + 1).to(memory_format=torch.channels_last).train()
     images, targets = first_batch(config, base, train_transform(model, config.augment))
-    alpha, beta = config.loss_weights
-    criterion = RepulsionLoss(len(base.classes) + 1, alpha=alpha, beta=beta, sigma_gt=config.sigma_gt,
-                              sigma_box=config.sigma_box, same_class=config.same_class,
-                              neg_pos_ratio=config.neg_pos_ratio)  # fmt: skip
+    criterion = build_criterion(config, len(base.classes) + 1)  # the loss fit builds (tests/test_train.py)
     loc, conf = model(images)
     terms = criterion(loc, conf, model.priors, targets)
     terms["total"].backward()
