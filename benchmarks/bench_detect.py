@@ -74,7 +74,7 @@ def reference_detect(loc, conf, priors, sizes, cfg: DetectConfig, nms_fn) -> lis
     """Per image, per class: the obvious loops."""
     out = []
     for i in range(loc.shape[0]):
-        boxes = decode(loc[i], priors, cfg.variances).clamp(0, 1)  # (P, 4)
+        boxes = decode(loc[i], priors).clamp(0, 1)  # (P, 4)
         scores = torch.softmax(conf[i], -1)  # (P, C)
         all_b, all_s, all_l = [], [], []
         for c in range(1, conf.shape[-1]):

@@ -6,10 +6,10 @@ in interleaved rounds (every implementation once per round, in a new random orde
 processes' load and the memory one implementation frees for the next fall on all of them alike); medians over the
 rounds. Gradients start from None each time (as after ``optimizer.zero_grad()``), for every implementation.
 
-* ``rssd``: ``RepulsionLoss()`` (RepGT + RepBox, the default), ``MultiBoxLoss``, and ``seed_compat`` (the fork's
-  RepGT rule, no RepBox).
-* ``before``: the same three as they were before issue 12 (``tests.reference.loss_before``, frozen; slow, so
-  timed in the first few rounds only).
+* ``rssd``: ``RepulsionLoss()`` (RepGT + RepBox, the default), ``MultiBoxLoss``, and ``rssd.fork.ForkRepulsionLoss``
+  (the fork's RepGT rule, no RepBox, built from rssd's pieces).
+* ``before``: the same three as they were before the batched speed-ups (``tests.reference.loss_before``, frozen;
+  slow, so timed in the first few rounds only).
 * ``per-image``: the original fork's algorithm written as fast as I can (ssd.pytorch's structure): a Python loop
   over images for matching, vectorised within each image (dense GT x prior IoU from the priors' distinct x / y
   intervals, the best GT per prior and best prior per GT, rssd's rule for contested forced priors so that the
@@ -18,13 +18,13 @@ rounds. Gradients start from None each time (as after ``optimizer.zero_grad()``)
   cache-sized blocks, per-image top-k cut-off) and the cross-entropy's graph on the chosen priors only.
   ``MultiBox`` and ``MultiBox + RepGT`` (the fork's loss).
 * ``floor``: the cross-entropy of every prior (forward + backward) plus one dense IoU of every real GT with every
-  prior, the two things the issue names as what no loss can skip much of (rssd's loss keeps the backward of the
-  cross-entropy to the chosen priors and never builds the dense IoU, so it can go below it).
+  prior, what a straightforward loss cannot skip much of (rssd's loss keeps the backward of the cross-entropy to
+  the chosen priors and never builds the dense IoU, so it can go below it).
 
 Checked before timing, at every point: ``match`` gives exactly what it gave before (every field of ``Matches``),
 and each loss gives the same terms and gradients as before and as its per-image counterpart (within 1e-5).
-Targets (issue 12): batched faster than the per-image reference at every point, and the default loss (with RepBox)
->= 3x faster than the per-image MultiBox + RepGT at batch 32 with 1-40 GTs.
+Targets: batched faster than the per-image reference at every point, and the default loss (with RepBox) >= 3x
+faster than the per-image MultiBox + RepGT at batch 32 with 1-40 GTs.
 
     python benchmarks/bench_loss.py [--threads 2,1] [--rounds 15] [--batches 8,32] [--max-gts 5,40] [--device cpu|cuda]
 
@@ -38,20 +38,21 @@ import os
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch starts OpenMP
 
-import argparse  # noqa: E402
-import statistics  # noqa: E402
-import time  # noqa: E402
+import argparse
+import statistics
+import time
 
-import torch  # noqa: E402
-import torch.nn.functional as F  # noqa: E402
-from _common import machine, table  # noqa: E402
+import torch
+import torch.nn.functional as F
+from _common import machine, table
 
-from rssd.boxes import cxcywh_to_xyxy, decode, encode, paired_iog, paired_iou  # noqa: E402
-from rssd.losses import MultiBoxLoss, RepulsionLoss, _background_ce, hard_negative_mask  # noqa: E402
-from rssd.matching import forced_priors, match, pad_targets  # noqa: E402
-from rssd.priors import make_priors  # noqa: E402
-from tests.helpers import crowd  # noqa: E402
-from tests.reference import loss_before, match_before  # noqa: E402
+from rssd.boxes import cxcywh_to_xyxy, decode, elementwise_iog, elementwise_iou, encode
+from rssd.fork import ForkRepulsionLoss
+from rssd.losses import MultiBoxLoss, RepulsionLoss, _background_ce, hard_negative_mask
+from rssd.matching import forced_priors, match, pad_targets
+from rssd.priors import make_priors
+from tests.helpers import crowd
+from tests.reference import loss_before, match_before
 
 MATCH_FIELDS = (
     "matched_idx", "positive", "labels", "matched_boxes", "loc_targets", "iou", "forced", "rep_idx", "rep_boxes"
@@ -135,7 +136,7 @@ def per_image_loss(loc, conf, priors, targets, rep_gt: bool, intervals: PriorInt
         labels.append(t["labels"][gt])
         if rep_gt:  # the fork: IoU of every GT with the predicted box, the matched GT's entry -1, arg-max
             pred = decode(loc[n, pri].detach(), priors[pri])
-            ov = paired_iou(boxes[None, :, :], pred[:, None, :]).scatter_(1, gt[:, None], -1.0)  # (K_n, G)
+            ov = elementwise_iou(boxes[None, :, :], pred[:, None, :]).scatter_(1, gt[:, None], -1.0)  # (K_n, G)
             rep.append(boxes[ov.argmax(dim=1)])
     # The loss terms, batched (ssd.pytorch's MultiBoxLoss).
     pos_img, pos_pri = torch.cat(pos_img), torch.cat(pos_pri)
@@ -153,7 +154,7 @@ def per_image_loss(loc, conf, priors, targets, rep_gt: bool, intervals: PriorInt
     out = {"loc": loss_l / num_pos, "conf": loss_c / num_pos}
     if rep_gt:
         pred = decode(loc_pos, priors[pos_pri])
-        out["rep_gt"] = paired_iog(pred, torch.cat(rep)).sum() / num_pos
+        out["rep_gt"] = elementwise_iog(pred, torch.cat(rep)).sum() / num_pos
     out["total"] = sum(out.values())
     return out
 
@@ -213,7 +214,7 @@ def measure(batch, max_gt, priors, intervals, losses, rounds, before_rounds, do_
     conf = torch.randn(batch, priors.shape[0], c, device=dev).requires_grad_()
     refs = {
         "multibox": lambda: per_image_loss(loc, conf, priors, targets, False, intervals),
-        "seed": lambda: per_image_loss(loc, conf, priors, targets, True, intervals),
+        "fork": lambda: per_image_loss(loc, conf, priors, targets, True, intervals),
     }
     if do_check:
         check(loc, conf, priors, targets, losses, refs)
@@ -250,6 +251,43 @@ def measure(batch, max_gt, priors, intervals, losses, rounds, before_rounds, do_
     return {k: 1e3 * statistics.median(v) for k, v in times.items()}
 
 
+ROWS = (
+    ("rssd RepulsionLoss() (RepGT + RepBox)", "default"),
+    ("rssd MultiBoxLoss", "multibox"),
+    ("rssd ForkRepulsionLoss (fork's RepGT)", "fork"),
+    ("before: RepulsionLoss()", "before default"),
+    ("before: MultiBoxLoss", "before multibox"),
+    ("before: ForkRepulsionLoss", "before fork"),
+    ("per-image: MultiBox", "per-image multibox"),
+    ("per-image: MultiBox + RepGT (the fork)", "per-image fork"),
+    ("floor: CE of all priors + GT x prior IoU", "floor"),
+)
+
+
+def report(medians: dict, points: list[tuple[int, int]]) -> None:
+    """Print one thread count's table (ms, and time / per-image MultiBox + RepGT) and its speed-ups."""
+    cols = [f"b{b} 1-{g}" for b, g in points]
+    table_rows = []
+    for label, key in ROWS:
+        r = {"implementation": label}
+        for col, pt in zip(cols, points, strict=True):
+            ms = medians[pt][key]
+            r[col] = f"{ms:7.1f} {ms / medians[pt]['per-image fork']:4.2f}x"
+        table_rows.append(r)
+    print(table(table_rows, ["implementation", *cols]))
+    print("speed-ups (per-image / rssd, > 1: rssd is faster), rssd before / now, and the floor:")
+    for col, pt in zip(cols, points, strict=True):
+        t = medians[pt]
+        print(
+            f"  {col:>9}: MultiBox {t['per-image multibox'] / t['multibox']:.2f}x, "
+            f"fork {t['per-image fork'] / t['fork']:.2f}x, "
+            f"default (with RepBox) vs per-image MultiBox + RepGT {t['per-image fork'] / t['default']:.2f}x; "
+            f"before / now: default {t['before default'] / t['default']:.1f}x, "
+            f"MultiBox {t['before multibox'] / t['multibox']:.1f}x; "
+            f"floor {t['floor']:.1f} ms, default / floor {t['default'] / t['floor']:.2f}"
+        )
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--threads", default="2,1", help="torch thread counts to run, in turn (default 2,1)")
@@ -263,22 +301,7 @@ def main() -> None:
     priors = make_priors("ssd300", device=dev)
     intervals = PriorIntervals(priors)
     sync = torch.cuda.synchronize if dev.startswith("cuda") else (lambda: None)
-    losses = {
-        "default": RepulsionLoss(c),
-        "multibox": MultiBoxLoss(c),
-        "seed": RepulsionLoss(c, beta=0.0, seed_compat=True),
-    }
-    rows = [
-        ("rssd RepulsionLoss() (RepGT + RepBox)", "default"),
-        ("rssd MultiBoxLoss", "multibox"),
-        ("rssd seed_compat (fork's RepGT)", "seed"),
-        ("before: RepulsionLoss()", "before default"),
-        ("before: MultiBoxLoss", "before multibox"),
-        ("before: seed_compat", "before seed"),
-        ("per-image: MultiBox", "per-image multibox"),
-        ("per-image: MultiBox + RepGT (the fork)", "per-image seed"),
-        ("floor: CE of all priors + GT x prior IoU", "floor"),
-    ]
+    losses = {"default": RepulsionLoss(c), "multibox": MultiBoxLoss(c), "fork": ForkRepulsionLoss(c)}
     points = [(b, g) for b in map(int, args.batches.split(",")) for g in map(int, args.max_gts.split(","))]
     thread_counts = [int(t) for t in args.threads.split(",")]
     print(
@@ -291,31 +314,12 @@ def main() -> None:
         medians = {
             pt: measure(*pt, priors, intervals, losses, args.rounds, args.before_rounds, first, sync) for pt in points
         }
-        cols = [f"b{b} 1-{g}" for b, g in points]
         print(
             f"\n{threads} torch thread(s), {args.rounds} interleaved rounds ({args.before_rounds} for `before`), "
             "median ms per forward + backward (and time / per-image MultiBox + RepGT); "
             f"load average {os.getloadavg()[0]:.1f}:"
         )
-        table_rows = []
-        for label, key in rows:
-            r = {"implementation": label}
-            for col, pt in zip(cols, points, strict=True):
-                ms = medians[pt][key]
-                r[col] = f"{ms:7.1f} {ms / medians[pt]['per-image seed']:4.2f}x"
-            table_rows.append(r)
-        print(table(table_rows, ["implementation", *cols]))
-        print("speed-ups (per-image / rssd, > 1: rssd is faster), rssd before / now, and the floor:")
-        for col, pt in zip(cols, points, strict=True):
-            t = medians[pt]
-            print(
-                f"  {col:>9}: MultiBox {t['per-image multibox'] / t['multibox']:.2f}x, "
-                f"seed_compat {t['per-image seed'] / t['seed']:.2f}x, "
-                f"default (with RepBox) vs per-image MultiBox + RepGT {t['per-image seed'] / t['default']:.2f}x; "
-                f"before / now: default {t['before default'] / t['default']:.1f}x, "
-                f"MultiBox {t['before multibox'] / t['multibox']:.1f}x; "
-                f"floor {t['floor']:.1f} ms, default / floor {t['default'] / t['floor']:.2f}"
-            )
+        report(medians, points)
 
 
 if __name__ == "__main__":

@@ -66,6 +66,7 @@ if str(ROOT) not in sys.path:
 from rssd.config import TrainConfig  # noqa: E402
 from rssd.data import SYNTH_CLASSES, SSDEvalTransform, SynthConfig, SyntheticCrowds, collate  # noqa: E402
 from rssd.detect import DetectConfig, detect  # noqa: E402
+from rssd.losses import LOSS_TERMS as TERMS  # noqa: E402
 from rssd.losses import RepulsionLoss  # noqa: E402
 from rssd.model import build_ssd, forward_macs  # noqa: E402
 from rssd.priors import make_priors  # noqa: E402
@@ -74,7 +75,6 @@ from rssd.train import fit, train_transform  # noqa: E402
 TARGET_TRAIN_IMG_S = 1200.0  # SSD300 training, data pipeline included, on an H200-class GPU
 TARGET_LOSS_FRACTION = 0.10  # loss + matching share of a training step
 NUM_CLASSES = len(SYNTH_CLASSES) + 1
-TERMS = ("loc", "conf", "rep_gt", "rep_box", "total")
 #: Dense peak TFLOP/s (bf16, TF32) by device name, first match wins (datasheet numbers, without sparsity).
 PEAK_TFLOPS: tuple[tuple[str, float, float], ...] = (
     ("H200", 989.4, 494.7),

@@ -6,12 +6,17 @@ Conventions used across rssd:
 * ``cxcywh``: ``(cx, cy, w, h)``, centre and size. Priors (default boxes) are stored this way.
 * Every function accepts any number of leading batch dimensions unless its docstring says otherwise.
 
+Overlaps: :func:`box_iou` (torchvision's) for all pairs of two lists of boxes, :func:`elementwise_iou` and
+:func:`elementwise_iog` element by element (broadcasting). rssd's torch code computes IoU with these only.
+
 This module imports no other rssd module.
 """
 
 from __future__ import annotations
 
 import math
+import warnings
+from collections.abc import Sequence
 
 import torch
 from torch import Tensor
@@ -24,13 +29,16 @@ __all__ = [
     "cxcywh_to_xyxy",
     "box_iou",
     "box_area",
-    "paired_iou",
-    "paired_iog",
+    "elementwise_iou",
+    "elementwise_iog",
+    "iou_of_corners",
     "encode",
     "decode",
 ]
 
-#: SSD's encoding variances: centre offsets are divided by 0.1, log size ratios by 0.2.
+#: SSD's box-coder variances: centre offsets are divided by 0.1, log size ratios by 0.2. The one setting of the
+#: coder: matching, the losses and detection all encode and decode with it (the default of :func:`encode` and
+#: :func:`decode`), so a model's offsets always mean the same thing.
 VARIANCES: tuple[float, float] = (0.1, 0.2)
 #: Largest log-size offset :func:`decode` applies (torchvision's ``BoxCoder`` clamp): a box at most 62.5x its prior.
 DECODE_CLAMP: float = math.log(1000.0 / 16)
@@ -46,34 +54,47 @@ def cxcywh_to_xyxy(boxes_cxcywh: Tensor) -> Tensor:
     return box_convert(boxes_cxcywh, "cxcywh", "xyxy")
 
 
-def _paired_intersection(a_xyxy: Tensor, b_xyxy: Tensor) -> Tensor:
-    """Intersection areas of boxes paired element by element (shapes broadcast), ``(...)``."""
-    lt = torch.maximum(a_xyxy[..., :2], b_xyxy[..., :2])
-    rb = torch.minimum(a_xyxy[..., 2:], b_xyxy[..., 2:])
-    wh = (rb - lt).clamp(min=0)
-    return wh[..., 0] * wh[..., 1]
+def _intersection_and_areas(a: Sequence[Tensor], b: Sequence[Tensor]) -> tuple[Tensor, Tensor, Tensor]:
+    """Intersection areas of boxes paired element by element, and the two boxes' areas, from corner planes.
+
+    ``a`` and ``b`` are ``(x1, y1, x2, y2)`` coordinate tensors whose shapes broadcast. The operations are those of
+    torchvision's ``box_iou``, so an IoU from them without ``eps`` is bit-identical to it.
+    """
+    ax1, ay1, ax2, ay2 = a
+    bx1, by1, bx2, by2 = b
+    w = (torch.minimum(ax2, bx2) - torch.maximum(ax1, bx1)).clamp(min=0)
+    h = (torch.minimum(ay2, by2) - torch.maximum(ay1, by1)).clamp(min=0)
+    return w * h, (ax2 - ax1) * (ay2 - ay1), (bx2 - bx1) * (by2 - by1)
 
 
-def _area(boxes_xyxy: Tensor) -> Tensor:
-    return (boxes_xyxy[..., 2] - boxes_xyxy[..., 0]) * (boxes_xyxy[..., 3] - boxes_xyxy[..., 1])
+def iou_of_corners(a: Sequence[Tensor], b: Sequence[Tensor], eps: float = 1e-9) -> Tensor:
+    """:func:`elementwise_iou` of boxes given as their four coordinate tensors ``(x1, y1, x2, y2)`` (broadcasting).
+
+    For code that already holds coordinate columns (gathered pairs): no ``(..., 4)`` stack is built.
+    """
+    inter, area_a, area_b = _intersection_and_areas(a, b)
+    union = area_a + area_b - inter
+    return inter / (union + eps) if eps else inter / union
 
 
-def paired_iou(a_xyxy: Tensor, b_xyxy: Tensor, eps: float = 1e-9) -> Tensor:
-    """IoU of ``a[i]`` with ``b[i]`` (not all pairs: for that use :func:`box_iou`).
+def elementwise_iou(a_xyxy: Tensor, b_xyxy: Tensor, eps: float = 1e-9) -> Tensor:
+    """IoU of ``a[i]`` with ``b[i]``, element by element (for all pairs of two lists use :func:`box_iou`).
+
+    Computed on coordinate planes, never on ``(..., 2)`` corner pairs: broadcasting ``(T, 1, 4)`` with ``(1, P, 4)``
+    gives the ``(T, P)`` all-pairs IoU without ``(T, P, 2)`` intermediates.
 
     Args:
         a_xyxy, b_xyxy: ``(..., 4)`` boxes whose leading shapes broadcast.
-        eps: added to the union, so two empty boxes give 0 rather than NaN.
+        eps: added to the union, so two empty boxes give 0 rather than NaN. ``eps = 0`` gives ``box_iou``'s values
+            bit for bit (what matching uses).
 
     Returns:
         ``(...)`` IoU in ``[0, 1]``.
     """
-    inter = _paired_intersection(a_xyxy, b_xyxy)
-    union = _area(a_xyxy) + _area(b_xyxy) - inter
-    return inter / (union + eps)
+    return iou_of_corners(a_xyxy.unbind(-1), b_xyxy.unbind(-1), eps)
 
 
-def paired_iog(boxes_xyxy: Tensor, gts_xyxy: Tensor, eps: float = 1e-9) -> Tensor:
+def elementwise_iog(boxes_xyxy: Tensor, gts_xyxy: Tensor, eps: float = 1e-9) -> Tensor:
     """Intersection over ground truth, ``area(B ∩ G) / area(G)``, element by element.
 
     IoG is what RepGT penalises: unlike IoU it cannot be lowered by a predicted box simply growing.
@@ -85,7 +106,20 @@ def paired_iog(boxes_xyxy: Tensor, gts_xyxy: Tensor, eps: float = 1e-9) -> Tenso
     Returns:
         ``(...)`` IoG in ``[0, 1]``.
     """
-    return _paired_intersection(boxes_xyxy, gts_xyxy) / (_area(gts_xyxy) + eps)
+    inter, _, area_g = _intersection_and_areas(boxes_xyxy.unbind(-1), gts_xyxy.unbind(-1))
+    return inter / (area_g + eps)
+
+
+_DEPRECATED = {"paired_iou": elementwise_iou, "paired_iog": elementwise_iog}
+
+
+def __getattr__(name: str):
+    """The old names ``paired_iou`` / ``paired_iog``, with a ``DeprecationWarning``."""
+    if name in _DEPRECATED:
+        new = _DEPRECATED[name]
+        warnings.warn(f"rssd.boxes.{name} is deprecated: use {new.__name__}", DeprecationWarning, stacklevel=2)
+        return new
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def encode(

@@ -130,6 +130,7 @@ def _add_download(sub: argparse._SubParsersAction) -> None:
 
 def _cmd_train(args: argparse.Namespace) -> int:
     from rssd.config import config_from_args
+    from rssd.losses import LOSS_TERMS
     from rssd.train import NonFiniteLossError, fit
 
     config = config_from_args(args)
@@ -146,7 +147,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
         return 2
     if rank == 0 and result.history:
         last = result.history[-1]
-        terms = ", ".join(f"{k} {last[k]:.4f}" for k in ("loc", "conf", "rep_gt", "rep_box", "total"))
+        terms = ", ".join(f"{k} {last[k]:.4f}" for k in LOSS_TERMS)
         print(f"rssd train: iteration {result.iteration}: {terms}; checkpoint {result.checkpoint}")
     return 0
 

@@ -65,7 +65,7 @@ import torch
 from torch import Tensor
 from torchvision.ops import batched_nms
 
-from rssd.boxes import VARIANCES, decode
+from rssd.boxes import decode
 
 __all__ = [
     "NMS_METHODS", "DetectConfig", "detect", "crowd_nms", "expand_inputs", "draw_detections", "detect_frames",
@@ -87,7 +87,6 @@ class DetectConfig:
         nms_iou: a box is suppressed by a better one of the same image and class when their IoU is ``> nms_iou``.
         max_detections: at most this many detections per image are returned (the highest scores, all classes).
         clip: clip the decoded boxes to the image (``[0, 1]`` before scaling) before NMS.
-        variances: the box coder's variances (must be those the model was trained with).
         nms_batching: ``"batch"`` (one NMS call for the batch), ``"image"`` (one per image, on a growing prefix)
             or ``"auto"`` (``"image"`` on CPU). Same detections either way; only the speed differs (greedy NMS only).
         nms: ``"greedy"`` (SSD's), ``"soft-linear"``, ``"soft-gaussian"`` (Soft-NMS) or ``"diou"`` (DIoU-NMS); see
@@ -101,7 +100,6 @@ class DetectConfig:
     nms_iou: float = 0.45
     max_detections: int = 200
     clip: bool = True
-    variances: tuple[float, float] = VARIANCES
     nms_batching: Literal["auto", "batch", "image"] = "auto"
     nms: Literal["greedy", "soft-linear", "soft-gaussian", "diou"] = "greedy"
     soft_sigma: float = 0.5
@@ -327,7 +325,7 @@ def detect(
         by_image = torch.argsort(img, stable=True)
         img, prior, cls, cand_scores = img[by_image], prior[by_image], cls[by_image], cand_scores[by_image]
         cand_loc = loc.reshape(n * p, 4).index_select(0, img * p + prior)  # (M', 4)
-        cand_boxes = decode(cand_loc, priors_cxcywh.to(loc).index_select(0, prior), cfg.variances)  # (M', 4)
+        cand_boxes = decode(cand_loc, priors_cxcywh.to(loc).index_select(0, prior))  # (M', 4)
         if cfg.clip:
             cand_boxes = cand_boxes.clamp(0.0, 1.0)
         counts_all = torch.bincount(img, minlength=n)

@@ -13,6 +13,10 @@
 ``L_loc``, ``L_conf`` and ``L_RepGT`` are divided by the number of positives in the batch (at least 1).
 No Python loop over images, GTs or priors; the maths runs in float32 even under autocast.
 
+:class:`MultiBoxLoss` is plain SSD (the first two terms); :class:`RepulsionLoss` extends it with the last two.
+Both return the terms named by :data:`LOSS_TERMS` (the repulsion ones 0 in plain SSD). The original fork's
+variant, for comparisons only, is in :mod:`rssd.fork`.
+
 Where the time goes (``benchmarks/bench_loss.py``): the loss matches on the (GT, prior) pairs that can reach the
 IoU threshold only, mines negatives on the background cross-entropy of every prior (no graph) with a per-image
 top-k cut-off, and keeps the cross-entropy's graph to the chosen priors; RepBox looks only at pairs of positives
@@ -22,24 +26,30 @@ whose boxes overlap. Every result equals the straightforward dense computation's
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from rssd.boxes import VARIANCES, cxcywh_to_xyxy, decode, encode, paired_iog, paired_iou
-from rssd.matching import NO_REPULSION, Matches, _match_core, match, pad_targets
+from rssd.boxes import cxcywh_to_xyxy, decode, elementwise_iog, encode, iou_of_corners
+from rssd.matching import NO_REPULSION, Matches, PaddedTargets, _match_core, match, pad_targets
 
 __all__ = [
+    "LOSS_TERMS",
     "smooth_ln",
     "hard_negative_mask",
     "rep_gt_loss",
     "REP_GT_MODES",
     "rep_box_loss",
-    "seed_rep_targets",
-    "RepulsionLoss",
+    "Positives",
     "MultiBoxLoss",
+    "RepulsionLoss",
 ]
+
+#: The named terms every loss of rssd returns, in this order (``total`` last). Training logs, plots and the CLI
+#: read this tuple.
+LOSS_TERMS: tuple[str, ...] = ("loc", "conf", "rep_gt", "rep_box", "total")
 
 #: ``smooth_ln`` evaluates ``-ln(1 - x)`` at ``x <= 1 - LN_EPS`` at the most: finite at ``x = 1``.
 LN_EPS = 1e-6
@@ -133,9 +143,9 @@ def rep_gt_loss(
     ``Smooth_ln(x)``. The perfect box ``B = G_attr`` costs 0 with zero gradient, while a box drifting towards
     ``G_rep`` is still repelled; the paper's form penalises the perfect box whenever the two targets overlap.
     """
-    iog = paired_iog(pred_xyxy, rep_boxes)
+    iog = elementwise_iog(pred_xyxy, rep_boxes)
     if attr_boxes is not None:
-        base = paired_iog(attr_boxes, rep_boxes).detach()
+        base = elementwise_iog(attr_boxes, rep_boxes).detach()
         iog = ((iog - base) / (1.0 - base).clamp(min=LN_EPS)).clamp(0.0, 1.0)
     return (smooth_ln(iog, sigma) * has_rep).sum()
 
@@ -191,69 +201,164 @@ def rep_box_loss(
             keep &= ~(gap < 0)  # NaN stays in
         keep = keep.nonzero().squeeze(1)
         first, second = first.index_select(0, keep), second.index_select(0, keep)
-    # paired_iou's operations, on coordinate columns (cheaper to gather and to scatter back than (pairs, 4) rows).
-    ax1, ay1, ax2, ay2 = (c.index_select(0, first) for c in pred_xyxy.unbind(1))
-    bx1, by1, bx2, by2 = (c.index_select(0, second) for c in pred_xyxy.unbind(1))
-    inter = (torch.minimum(ax2, bx2) - torch.maximum(ax1, bx1)).clamp(min=0)
-    inter = inter * (torch.minimum(ay2, by2) - torch.maximum(ay1, by1)).clamp(min=0)
-    union = (ax2 - ax1) * (ay2 - ay1) + (bx2 - bx1) * (by2 - by1) - inter
-    iou = inter / (union + 1e-9)  # (pairs,)
+    # On coordinate columns: cheaper to gather and to scatter back than (pairs, 4) rows.
+    columns = pred_xyxy.unbind(1)
+    iou = iou_of_corners([c.index_select(0, first) for c in columns], [c.index_select(0, second) for c in columns])
     total = smooth_ln(iou, sigma).sum()
     count = (iou > 0).sum().to(total.dtype)
     return total, count
 
 
-def seed_rep_targets(
-    pred_xyxy: Tensor, image: Tensor, matched_idx: Tensor, gt_boxes: Tensor, gt_valid: Tensor
-) -> Tensor:
-    """The original SSD Repulsion fork's repulsion targets (for ``seed_compat``; do not train with this).
+@dataclass
+class Positives:
+    """The positives of a batch, as the loss terms read them (``K`` positives, grouped by image).
 
-    The fork's rule, exactly: for each positive, the IoU of every GT of its image (any class) with the positive's
-    *predicted* box; the entry of the positive's *matched* GT (matched by prior IoU, as usual) set to -1; the
-    repulsion target is the arg-max of that row. With a single GT the row is ``[-1]`` and the arg-max is the
-    matched GT itself: the prediction is repelled from its own target. (rssd's rule, in :mod:`rssd.matching`,
-    ranks the other GTs by IoU with the *prior*, within the class, and gives no target when none overlaps.)
-
-    Args:
-        pred_xyxy: ``(K, 4)`` decoded predictions of the positives (only read, never differentiated through).
-        image: ``(K,)`` the image of each positive.
-        matched_idx: ``(K,)`` the GT each positive is matched to (``Matches.matched_idx`` at the positives).
-        gt_boxes: ``(N, G, 4)`` padded GTs, normalised ``xyxy``.
-        gt_valid: ``(N, G)`` bool, False on padding rows (which are never chosen).
-
-    Returns:
-        ``(K,)`` long, the index (into ``G``) of every positive's repulsion GT; each positive has one. Ties go to the
-        lowest index, as ``argmax`` gives them.
+    Attributes:
+        image, prior: ``(K,)`` where each positive is (``positive.nonzero()``'s order).
+        gt: ``(K,)`` index of its ``G_attr`` into the padded GTs; ``labels``: ``(K,)`` its class.
+        rep: ``(K,)`` index of its ``G_rep`` (:mod:`rssd.matching`'s rule) or ``NO_REPULSION``.
+        attr_boxes: ``(K, 4)`` ``xyxy`` of ``G_attr``.
+        priors: ``(K, 4)`` its prior, ``cxcywh``.
+        loc: ``(K, 4)`` its predicted offsets (with their graph).
+        positive: ``(N, P)`` bool.
+        targets: the padded GTs the indices refer to.
+        count: number of positives in the batch, at least 1 (the divisor of ``loc``, ``conf`` and ``rep_gt``).
     """
-    iou = paired_iou(gt_boxes[image], pred_xyxy.detach()[:, None, :])  # (K, G)
-    iou = iou.masked_fill(~gt_valid[image], float("-inf"))  # padding: below the matched GT's -1
-    iou = iou.scatter(1, matched_idx[:, None], -1.0)
-    return iou.argmax(dim=1)
+
+    image: Tensor
+    prior: Tensor
+    gt: Tensor
+    labels: Tensor
+    rep: Tensor
+    attr_boxes: Tensor
+    priors: Tensor
+    loc: Tensor
+    positive: Tensor
+    targets: PaddedTargets
+    count: Tensor
+
+    def decoded(self) -> Tensor:
+        """``(K, 4)`` the predicted boxes, ``xyxy`` (gradients reach ``loc``)."""
+        return decode(self.loc, self.priors)
 
 
-class RepulsionLoss(nn.Module):
-    """SSD MultiBox loss plus Repulsion Loss (RepGT and RepBox), returning the named terms.
+class MultiBoxLoss(nn.Module):
+    """SSD's MultiBox loss: Smooth L1 on the positives' offsets, cross-entropy on positives and hard negatives.
 
     Args:
         num_classes: classes including background (21 for VOC).
-        alpha: weight of RepGT (paper: 0.5). ``alpha = beta = 0`` is plain SSD.
+        neg_pos_ratio: hard negatives per positive (3).
+        iou_threshold: matching threshold (0.5).
+
+    Call: ``loss(loc (N, P, 4), conf (N, P, C), priors (P, 4) cxcywh, targets)`` with ``targets`` a list of
+    ``{"boxes": (G, 4) xyxy in [0, 1], "labels": (G,) in 1..C-1}``. Returns a dict of scalar tensors named by
+    :data:`LOSS_TERMS`: ``loc``, ``conf``, ``rep_gt`` and ``rep_box`` (both 0 here) and ``total = loc + conf``.
+    :class:`RepulsionLoss` extends it with the two repulsion terms.
+    """
+
+    #: The matching's repulsion targets (rule 4, :meth:`match` only: the MultiBox terms do not read them) are of the
+    #: ``G_attr``'s class.
+    same_class: bool = True
+
+    def __init__(self, num_classes: int, neg_pos_ratio: int = 3, iou_threshold: float = 0.5) -> None:
+        super().__init__()
+        self.num_classes = num_classes
+        self.neg_pos_ratio = neg_pos_ratio
+        self.iou_threshold = iou_threshold
+
+    def extra_repr(self) -> str:
+        return f"num_classes={self.num_classes}, neg_pos_ratio={self.neg_pos_ratio}, iou_threshold={self.iou_threshold}"
+
+    def match(self, priors: Tensor, targets: list[dict[str, Tensor]]) -> Matches:
+        """The matching this loss uses (exposed for notebooks and tests)."""
+        return match(priors, pad_targets(targets, priors.device), self.iou_threshold, self.same_class)
+
+    def forward(
+        self, loc: Tensor, conf: Tensor, priors: Tensor, targets: list[dict[str, Tensor]]
+    ) -> dict[str, Tensor]:
+        loc, conf, priors = loc.float(), conf.float(), priors.float()
+        pos = self.positives(loc, conf, priors, targets)
+        loss_loc = F.smooth_l1_loss(pos.loc, encode(pos.attr_boxes, pos.priors), reduction="sum", beta=1.0)
+        out = {"loc": loss_loc / pos.count, "conf": self.conf_loss(conf, pos) / pos.count, **self.repulsion(pos)}
+        out["total"] = self.total(out)
+        return out
+
+    def positives(self, loc: Tensor, conf: Tensor, priors: Tensor, targets: list[dict[str, Tensor]]) -> Positives:
+        """Check the inputs and match: what :meth:`match` gives, on the positives only (the loss reads no more)."""
+        if loc.shape[:2] != conf.shape[:2] or loc.shape[1] != priors.shape[0]:
+            raise ValueError(
+                f"shapes disagree: loc {tuple(loc.shape)}, conf {tuple(conf.shape)}, priors {tuple(priors.shape)}"
+            )
+        if len(targets) != loc.shape[0]:
+            raise ValueError(f"{len(targets)} targets for a batch of {loc.shape[0]} images")
+        if conf.shape[2] != self.num_classes:
+            raise ValueError(f"conf has {conf.shape[2]} classes, the loss was built for {self.num_classes}")
+        padded = pad_targets(targets, priors.device)
+        labels = padded.labels[padded.valid]
+        if labels.numel() and (int(labels.min()) < 1 or int(labels.max()) >= self.num_classes):
+            raise ValueError(
+                f"target labels must lie in 1..{self.num_classes - 1} (0 is background), "
+                f"got {int(labels.min())}..{int(labels.max())}"
+            )
+        m = _match_core(cxcywh_to_xyxy(priors), padded, self.iou_threshold, self.same_class, full=False)
+        n_pri = m.positive.shape[1]
+        return Positives(
+            image=m.pos_img,
+            prior=m.pos_pri,
+            gt=m.pos_gt,
+            labels=m.pos_labels,
+            rep=m.pos_rep,
+            attr_boxes=padded.boxes[m.pos_img, m.pos_gt],
+            priors=priors.index_select(0, m.pos_pri),
+            loc=loc.reshape(-1, 4).index_select(0, m.pos_img * n_pri + m.pos_pri),
+            positive=m.positive,
+            targets=padded,
+            count=torch.tensor(max(m.pos_img.numel(), 1), dtype=loc.dtype, device=loc.device),
+        )
+
+    def conf_loss(self, conf: Tensor, pos: Positives) -> Tensor:
+        """Cross-entropy summed over the positives and the mined negatives.
+
+        Negatives are mined on the background loss of every prior (no gradient needed), then the loss and its
+        gradient are computed on the chosen rows only.
+        """
+        n_img, n_pri = pos.positive.shape
+        conf_flat = conf.reshape(-1, self.num_classes)
+        background = _background_ce(conf_flat).view(n_img, n_pri)  # = CE with label 0
+        neg_img, neg_pri = hard_negative_mask(background, pos.positive, self.neg_pos_ratio).nonzero(as_tuple=True)
+        rows = torch.cat([pos.image * n_pri + pos.prior, neg_img * n_pri + neg_pri])
+        classes = torch.cat([pos.labels, torch.zeros_like(neg_img)])
+        loss_conf = F.cross_entropy(conf_flat.index_select(0, rows), classes, reduction="sum")
+        # A non-finite logit anywhere still makes the loss non-finite, as when every prior's CE was summed.
+        return loss_conf + background.masked_fill(pos.positive, 0.0).sum() * 0.0
+
+    def repulsion(self, pos: Positives) -> dict[str, Tensor]:
+        """``rep_gt`` and ``rep_box``: none in plain SSD (zeros)."""
+        zero = pos.loc.new_zeros(())
+        return {"rep_gt": zero, "rep_box": zero}
+
+    def total(self, terms: dict[str, Tensor]) -> Tensor:
+        """The optimised sum of the terms."""
+        return terms["loc"] + terms["conf"]
+
+
+class RepulsionLoss(MultiBoxLoss):
+    """SSD's MultiBox loss plus Repulsion Loss (RepGT and RepBox), returning the named terms.
+
+    Args:
+        num_classes: classes including background (21 for VOC).
+        alpha: weight of RepGT (paper: 0.5). ``alpha = beta = 0`` is plain SSD (:class:`MultiBoxLoss`'s terms).
         beta: weight of RepBox (paper: 0.5).
         sigma_gt: Smooth_ln's sigma in RepGT (paper's best: 1).
         sigma_box: Smooth_ln's sigma in RepBox (paper's best: 0).
         same_class: choose ``G_rep`` among GTs of ``G_attr``'s class only (rssd's default for multi-class).
         neg_pos_ratio: hard negatives per positive (3).
         iou_threshold: matching threshold (0.5).
-        variances: box coder variances (0.1, 0.2).
-        seed_compat: reproduce the original fork's RepGT for comparison: ``G_rep`` is the GT, any class, of
-            largest IoU with the *predicted* box once the matched GT's entry is set to -1 (:func:`seed_rep_targets`;
-            on single-GT images the matched GT itself), plain sum of IoG (sigma 0), weight 1, divided by the number
-            of positives. Overrides ``alpha``, ``sigma_gt`` and ``same_class``; RepBox is off unless ``beta``.
         rep_gt_mode: ``"paper"`` (``Smooth_ln(IoG(B, G_rep))``) or rssd's ``"excess"`` (only the overlap beyond the
             target's own is penalised, so the perfect box is free: :func:`rep_gt_loss`).
 
-    Call: ``loss(loc (N, P, 4), conf (N, P, C), priors (P, 4) cxcywh, targets)`` with ``targets`` a list of
-    ``{"boxes": (G, 4) xyxy in [0, 1], "labels": (G,) in 1..C-1}``. Returns a dict of scalar tensors
-    ``loc``, ``conf``, ``rep_gt``, ``rep_box`` and ``total = loc + conf + alpha * rep_gt + beta * rep_box``.
+    Call as :class:`MultiBoxLoss`; ``total = loc + conf + alpha * rep_gt + beta * rep_box``. (The original fork's
+    RepGT, for comparisons only, is :class:`rssd.fork.ForkRepulsionLoss`.)
     """
 
     def __init__(
@@ -266,114 +371,50 @@ class RepulsionLoss(nn.Module):
         same_class: bool = True,
         neg_pos_ratio: int = 3,
         iou_threshold: float = 0.5,
-        variances: tuple[float, float] = VARIANCES,
-        seed_compat: bool = False,
         rep_gt_mode: str = "paper",
     ) -> None:
-        super().__init__()
+        super().__init__(num_classes, neg_pos_ratio, iou_threshold)
         if rep_gt_mode not in REP_GT_MODES:
             raise ValueError(f"rep_gt_mode must be one of {REP_GT_MODES}, got {rep_gt_mode!r}")
-        if seed_compat and rep_gt_mode != "paper":
-            raise ValueError("seed_compat reproduces the original fork's RepGT: it takes rep_gt_mode='paper' only")
         for name, sigma in (("sigma_gt", sigma_gt), ("sigma_box", sigma_box)):
             if not 0.0 <= sigma <= 1.0:
                 raise ValueError(f"{name} must lie in [0, 1], got {sigma}")
-        if seed_compat:
-            alpha, sigma_gt, same_class = 1.0, 0.0, False
-        self.num_classes = num_classes
         self.alpha = alpha
         self.beta = beta
         self.sigma_gt = sigma_gt
         self.sigma_box = sigma_box
         self.same_class = same_class
-        self.neg_pos_ratio = neg_pos_ratio
-        self.iou_threshold = iou_threshold
-        self.variances = variances
-        self.seed_compat = seed_compat
         self.rep_gt_mode = rep_gt_mode
 
     def extra_repr(self) -> str:
         return (
             f"num_classes={self.num_classes}, alpha={self.alpha}, beta={self.beta}, sigma_gt={self.sigma_gt}, "
-            f"sigma_box={self.sigma_box}, same_class={self.same_class}, seed_compat={self.seed_compat}, "
-            f"rep_gt_mode={self.rep_gt_mode!r}"
+            f"sigma_box={self.sigma_box}, same_class={self.same_class}, rep_gt_mode={self.rep_gt_mode!r}"
         )
 
-    def match(self, priors: Tensor, targets: list[dict[str, Tensor]]) -> Matches:
-        """The matching this loss uses (exposed for notebooks and tests)."""
-        return match(priors, pad_targets(targets, priors.device), self.iou_threshold, self.same_class, self.variances)
-
-    def forward(
-        self, loc: Tensor, conf: Tensor, priors: Tensor, targets: list[dict[str, Tensor]]
-    ) -> dict[str, Tensor]:
-        if loc.shape[:2] != conf.shape[:2] or loc.shape[1] != priors.shape[0]:
-            raise ValueError(
-                f"shapes disagree: loc {tuple(loc.shape)}, conf {tuple(conf.shape)}, priors {tuple(priors.shape)}"
-            )
-        if len(targets) != loc.shape[0]:
-            raise ValueError(f"{len(targets)} targets for a batch of {loc.shape[0]} images")
-        if conf.shape[2] != self.num_classes:
-            raise ValueError(f"conf has {conf.shape[2]} classes, the loss was built for {self.num_classes}")
-        loc, conf, priors = loc.float(), conf.float(), priors.float()
-        padded = pad_targets(targets, priors.device)
-        labels = padded.labels[padded.valid]
-        if labels.numel() and (int(labels.min()) < 1 or int(labels.max()) >= self.num_classes):
-            raise ValueError(
-                f"target labels must lie in 1..{self.num_classes - 1} (0 is background), "
-                f"got {int(labels.min())}..{int(labels.max())}"
-            )
-        # What `self.match` gives, on the positives only (the loss reads nothing else).
-        m = _match_core(cxcywh_to_xyxy(priors), padded, self.iou_threshold, self.same_class, full=False)
-        pos, pos_img, pos_pri, pos_gt = m.positive, m.pos_img, m.pos_pri, m.pos_gt  # (N, P); (K,) by image
-        n_img, n_pri = pos.shape
-        gt_boxes = padded.boxes
-        num_pos = torch.tensor(max(pos_img.numel(), 1), dtype=loc.dtype, device=loc.device)
-
-        pos_flat = pos_img * n_pri + pos_pri  # (K,)
-        loc_pos = loc.reshape(-1, 4).index_select(0, pos_flat)  # (K, 4)
-        attr_boxes = gt_boxes[pos_img, pos_gt]  # (K, 4) G_attr
-        priors_pos = priors.index_select(0, pos_pri)
-        loc_targets = encode(attr_boxes, priors_pos, self.variances)
-        loss_loc = F.smooth_l1_loss(loc_pos, loc_targets, reduction="sum", beta=1.0)
-
-        # Cross-entropy: negatives are mined on the background loss of every prior (no gradient needed), then
-        # the loss and its gradient are computed on the chosen rows only (positives and mined negatives).
-        conf_flat = conf.reshape(-1, self.num_classes)
-        background = _background_ce(conf_flat).view(n_img, n_pri)  # = CE with label 0
-        neg_img, neg_pri = hard_negative_mask(background, pos, self.neg_pos_ratio).nonzero(as_tuple=True)
-        rows = torch.cat([pos_flat, neg_img * n_pri + neg_pri])
-        classes = torch.cat([m.pos_labels, torch.zeros_like(neg_img)])
-        loss_conf = F.cross_entropy(conf_flat.index_select(0, rows), classes, reduction="sum")
-        # A non-finite logit anywhere still makes the loss non-finite, as when every prior's CE was summed.
-        loss_conf = loss_conf + background.masked_fill(pos, 0.0).sum() * 0.0
-
-        zero = torch.zeros((), dtype=loc.dtype, device=loc.device)
-        loss_rep_gt, loss_rep_box = zero, zero
-        if self.alpha or self.beta:
-            pred_pos = decode(loc_pos, priors_pos, self.variances)  # (K, 4): gradients reach `loc`
-            if self.alpha:
-                if self.seed_compat:
-                    rep_idx = seed_rep_targets(pred_pos, pos_img, pos_gt, gt_boxes, padded.valid)
-                    rep_boxes = gt_boxes[pos_img, rep_idx]
-                    has_rep = torch.ones_like(pos_img, dtype=torch.bool)
-                else:
-                    has_rep = m.pos_rep != NO_REPULSION
-                    rep_boxes = gt_boxes[pos_img, m.pos_rep.clamp(min=0)] * has_rep[:, None]
-                attr = attr_boxes if self.rep_gt_mode == "excess" else None
-                loss_rep_gt = rep_gt_loss(pred_pos, rep_boxes, has_rep, self.sigma_gt, attr) / num_pos
-            if self.beta:
-                total_box, count = rep_box_loss(pred_pos, pos_img, pos_gt, n_img, self.sigma_box)
-                loss_rep_box = total_box / (count + 1e-9)
-
-        out = {"loc": loss_loc / num_pos, "conf": loss_conf / num_pos, "rep_gt": loss_rep_gt, "rep_box": loss_rep_box}
-        out["total"] = out["loc"] + out["conf"] + self.alpha * out["rep_gt"] + self.beta * out["rep_box"]
+    def repulsion(self, pos: Positives) -> dict[str, Tensor]:
+        """``rep_gt`` (divided by the number of positives) and ``rep_box`` (by its overlapping pairs)."""
+        zero = pos.loc.new_zeros(())
+        out = {"rep_gt": zero, "rep_box": zero}
+        if not (self.alpha or self.beta):
+            return out
+        pred = pos.decoded()  # (K, 4)
+        if self.alpha:
+            rep_boxes, has_rep = self.rep_targets(pos, pred)
+            attr = pos.attr_boxes if self.rep_gt_mode == "excess" else None
+            out["rep_gt"] = rep_gt_loss(pred, rep_boxes, has_rep, self.sigma_gt, attr) / pos.count
+        if self.beta:
+            total_box, count = rep_box_loss(pred, pos.image, pos.gt, pos.positive.shape[0], self.sigma_box)
+            out["rep_box"] = total_box / (count + 1e-9)
         return out
 
+    def rep_targets(self, pos: Positives, pred_xyxy: Tensor) -> tuple[Tensor, Tensor]:
+        """``(K, 4)`` every positive's ``G_rep`` (zeros where it has none) and ``(K,)`` bool: whether it has one.
 
-class MultiBoxLoss(RepulsionLoss):
-    """Plain SSD loss: :class:`RepulsionLoss` with ``alpha = beta = 0`` (``rep_gt`` and ``rep_box`` are 0)."""
+        rssd's rule (the matching's rule 4, by IoU with the prior); ``pred_xyxy`` is not read here.
+        """
+        has_rep = pos.rep != NO_REPULSION
+        return pos.targets.boxes[pos.image, pos.rep.clamp(min=0)] * has_rep[:, None], has_rep
 
-    def __init__(self, num_classes: int, neg_pos_ratio: int = 3, iou_threshold: float = 0.5, **kwargs) -> None:
-        super().__init__(
-            num_classes, alpha=0.0, beta=0.0, neg_pos_ratio=neg_pos_ratio, iou_threshold=iou_threshold, **kwargs
-        )
+    def total(self, terms: dict[str, Tensor]) -> Tensor:
+        return terms["loc"] + terms["conf"] + self.alpha * terms["rep_gt"] + self.beta * terms["rep_box"]

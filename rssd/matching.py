@@ -32,7 +32,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from rssd.boxes import VARIANCES, cxcywh_to_xyxy, encode
+from rssd.boxes import cxcywh_to_xyxy, elementwise_iou, encode
 
 __all__ = ["BACKGROUND", "NO_REPULSION", "PaddedTargets", "Matches", "pad_targets", "match", "forced_priors"]
 
@@ -103,21 +103,6 @@ def pad_targets(targets: list[dict[str, Tensor]], device: torch.device | str | N
     labels_p = torch.zeros(valid.shape, dtype=torch.long, device=dev)  # (N, G)
     labels_p[valid] = torch.cat(labels).to(torch.long)
     return PaddedTargets(boxes=boxes_p, labels=labels_p, valid=valid)
-
-
-def _gt_prior_iou(gt_xyxy: Tensor, priors_xyxy: Tensor) -> Tensor:
-    """``(T, P)`` IoU of every box of ``gt_xyxy (T, 4)`` with every prior, on coordinate planes.
-
-    The same operations as torchvision's ``box_iou``, element by element, so the values are bit-identical;
-    it avoids the ``(T, P, 2)`` intermediates, which are several times slower on CPU.
-    """
-    gx1, gy1, gx2, gy2 = (c[:, None] for c in gt_xyxy.unbind(1))
-    px1, py1, px2, py2 = (c[None, :] for c in priors_xyxy.unbind(1))
-    w = torch.minimum(gx2, px2).sub_(torch.maximum(gx1, px1)).clamp_(min=0)
-    h = torch.minimum(gy2, py2).sub_(torch.maximum(gy1, py1)).clamp_(min=0)
-    inter = w.mul_(h)
-    union = ((gx2 - gx1) * (gy2 - gy1) + (px2 - px1) * (py2 - py1)).sub_(inter)
-    return inter.div_(union)
 
 
 _INTERVALS: dict = {}
@@ -214,15 +199,6 @@ def _cell_priors(iv: _Intervals, owner: Tensor, cell: Tensor) -> tuple[Tensor, T
     return owner, iv.cell_priors.index_select(0, iv.cell_start.index_select(0, cell) + within)
 
 
-def _pair_iou(gt_xyxy: Tensor, priors_xyxy: Tensor, t: Tensor, p: Tensor) -> Tensor:
-    """IoU of GT ``t[i]`` with prior ``p[i]``, with ``box_iou``'s operations (bit-identical values)."""
-    gx1, gy1, gx2, gy2 = gt_xyxy.index_select(0, t).unbind(1)
-    px1, py1, px2, py2 = priors_xyxy.index_select(0, p).unbind(1)
-    inter = (torch.minimum(gx2, px2) - torch.maximum(gx1, px1)).clamp_(min=0)
-    inter *= (torch.minimum(gy2, py2) - torch.maximum(gy1, py1)).clamp_(min=0)
-    return inter / (((gx2 - gx1) * (gy2 - gy1) + (px2 - px1) * (py2 - py1)) - inter)
-
-
 def _reachable_pairs(gt_xyxy: Tensor, iv: _Intervals, min_iou: float) -> tuple[Tensor, Tensor]:
     """A superset of the (GT, prior) pairs with ``IoU >= min_iou > 0``, as ``(t, p)``.
 
@@ -230,7 +206,7 @@ def _reachable_pairs(gt_xyxy: Tensor, iv: _Intervals, min_iou: float) -> tuple[T
     ``h`` at most either box's height, hence an overlap ``w >= m max(w_g, w_p)`` in x, and likewise in y (tested
     with a 0.1 % margin). Within a prior family (one size), the intervals meeting that condition are a run of
     consecutive starts: two ``searchsorted`` per (GT, family) and axis give it, and the pairs are the cells of the
-    x run times the y run. At ``m = 0.5`` on crowds this is about 5 % of the overlapping pairs.
+    x run times the y run. At ``m = 0.5`` on crowds this is a small fraction of the overlapping pairs.
     """
     dev = gt_xyxy.device
     m, eps = min_iou * (1.0 - 1e-3), 1e-5
@@ -265,7 +241,7 @@ def _reachable_pairs(gt_xyxy: Tensor, iv: _Intervals, min_iou: float) -> tuple[T
 def _overlap_pairs(gt_xyxy: Tensor, priors_xyxy: Tensor, min_iou: float = 0.0) -> tuple[Tensor, Tensor, Tensor]:
     """The (GT, prior) pairs whose boxes overlap in both axes, and their IoU.
 
-    Every other pair has IoU exactly 0 (about 90 % of them on crowds with SSD300), so the dense ``(T, P)`` IoU is
+    Every other pair has IoU exactly 0 (most of them, with SSD300's small priors), so the dense ``(T, P)`` IoU is
     never built: the overlap test runs on the priors' distinct intervals, the IoU on the overlapping pairs only,
     with ``box_iou``'s operations (bit-identical values).
 
@@ -280,7 +256,7 @@ def _overlap_pairs(gt_xyxy: Tensor, priors_xyxy: Tensor, min_iou: float = 0.0) -
     iv = _prior_intervals(priors_xyxy)
     if min_iou > 0:
         t, p = _reachable_pairs(gt_xyxy, iv, min_iou)
-        return t, p, _pair_iou(gt_xyxy, priors_xyxy, t, p)
+        return t, p, elementwise_iou(gt_xyxy.index_select(0, t), priors_xyxy.index_select(0, p), eps=0.0)
     ux, xi, uy, yi = iv.ux, iv.xi, iv.uy, iv.yi
     n_gt, n_pri = gt_xyxy.shape[0], priors_xyxy.shape[0]
     dev = gt_xyxy.device
@@ -445,99 +421,161 @@ def _match_core(
     """
     if not iou_threshold > 0:
         raise ValueError(f"iou_threshold must be > 0, got {iou_threshold}")
-    gt_boxes, gt_labels, valid = padded.boxes, padded.labels, padded.valid
+    gt_boxes, valid = padded.boxes, padded.valid
     n_img, n_gt, _ = gt_boxes.shape
     n_pri = priors_xyxy.shape[0]
-    dev = gt_boxes.device
 
     # Rule 1 on the flat list of real GTs, overlapping pairs only: every other (GT, prior) IoU is exactly 0.
     rows_img, rows_gt = valid.nonzero(as_tuple=True)  # (T,)
     gt_flat = gt_boxes.view(-1, 4).index_select(0, rows_img * n_gt + rows_gt)  # (T, 4)
     t, p, iou = _overlap_pairs(gt_flat, priors_xyxy, 0.0 if full else iou_threshold)  # (M,)
-
-    # Rule 3: every prior takes its best GT (ties and all-zero columns: the lowest index, as argmax), on packed
-    # keys. Without `full`, only for the priors it makes positive: those with an entry >= the threshold.
-    slot = rows_img.index_select(0, t) * n_pri + p  # flat (image, prior)
+    slot = rows_img.index_select(0, t) * n_pri + p  # flat (image, prior) of each pair
     gt_of = rows_gt.index_select(0, t)
+    forced_slot, forced_key = _forced_slots(
+        priors_xyxy, padded, rows_img, rows_gt, gt_flat, (t, p, iou), None if full else iou_threshold
+    )
+    forced = torch.zeros(n_img * n_pri, dtype=torch.bool, device=gt_boxes.device)
+    forced[forced_slot] = True
     if full:
-        key = _segment_keys(slot, gt_of, iou, n_img * n_pri, n_gt)  # (N * P,)
+        best_idx, best_iou, positive, pos_img, pos_pri, pos_key = _threshold_all(
+            slot, gt_of, iou, forced, forced_slot, forced_key, iou_threshold, (n_img, n_gt, n_pri)
+        )
     else:
-        above = (iou >= iou_threshold).nonzero().squeeze(1)
-        slot, gt_of, iou_above = slot.index_select(0, above), gt_of.index_select(0, above), iou.index_select(0, above)
+        best_idx = best_iou = None
+        positive, pos_img, pos_pri, pos_key = _threshold_positives(
+            slot, gt_of, iou, forced_slot, forced_key, iou_threshold, (n_img, n_gt, n_pri)
+        )
+    pos_gt = _unpack(pos_key, n_gt)[1]
+    pos_labels = padded.labels.view(-1).index_select(0, pos_img * n_gt + pos_gt)
+    return _Core(
+        targets=padded,
+        best_idx=best_idx,
+        best_iou=best_iou,
+        positive=positive.view(n_img, n_pri),
+        forced=forced.view(n_img, n_pri),
+        pos_img=pos_img,
+        pos_pri=pos_pri,
+        pos_gt=pos_gt,
+        pos_labels=pos_labels,
+        pos_rep=_repulsion_targets(priors_xyxy, padded, pos_img, pos_pri, pos_gt, pos_labels, same_class),
+    )
 
-    # Rule 2: each GT's best prior (ties: the lowest index; prior 0 when it overlaps none), then contests. Without
-    # `full`, a GT whose best pair above is under the threshold may have its best prior elsewhere: redo it on all
-    # its overlapping pairs.
-    n_real = gt_flat.shape[0]
-    gt_best, first = _unpack(_segment_keys(t, p, iou, n_real, n_pri), n_pri)
-    if not full:
-        redo = (gt_best < iou_threshold).nonzero().squeeze(1)
+
+def _forced_slots(
+    priors_xyxy: Tensor,
+    padded: PaddedTargets,
+    rows_img: Tensor,
+    rows_gt: Tensor,
+    gt_flat: Tensor,
+    pairs: tuple[Tensor, Tensor, Tensor],
+    only_above: float | None,
+) -> tuple[Tensor, Tensor]:
+    """Rule 2: the flat ``(image, prior)`` slot of every GT's forced prior, and its packed ``(IoU, GT)`` key.
+
+    Each GT's best prior (ties: the lowest index; prior 0 when it overlaps none), then the contests. ``pairs``
+    ``(t, p, iou)`` are rule 1's; when they hold only the pairs that can reach ``only_above`` (the loss's matching),
+    a GT whose best pair there is under that threshold may have its best prior elsewhere: it is redone on all its
+    overlapping pairs.
+    """
+    gt_boxes = padded.boxes
+    n_img, n_gt, _ = gt_boxes.shape
+    n_pri = priors_xyxy.shape[0]
+    t, p, iou = pairs
+    gt_best, first = _unpack(_segment_keys(t, p, iou, gt_flat.shape[0], n_pri), n_pri)
+    if only_above is not None:
+        redo = (gt_best < only_above).nonzero().squeeze(1)
         if redo.numel():
             t2, p2, iou2 = _overlap_pairs(gt_flat.index_select(0, redo), priors_xyxy)
             best2, first2 = _unpack(_segment_keys(t2, p2, iou2, redo.numel(), n_pri), n_pri)
             gt_best, first = gt_best.index_put((redo,), best2), first.index_put((redo,), first2)
     first = torch.where(gt_best > 0, first, 0)
 
-    def iou_rows(r_img: Tensor, r_gt: Tensor) -> Tensor:
-        return _gt_prior_iou(gt_boxes[r_img, r_gt], priors_xyxy)
+    def iou_rows(r_img: Tensor, r_gt: Tensor) -> Tensor:  # (U, P): the dense rows of the GTs that lost a contest
+        return elementwise_iou(gt_boxes[r_img, r_gt][:, None, :], priors_xyxy[None, :, :], eps=0.0)
 
     forced_prior, forced_iou = _contest(rows_img, rows_gt, first, gt_best, iou_rows, (n_img, n_gt, n_pri))
     img_idx, gt_idx = (forced_prior >= 0).nonzero(as_tuple=True)
     forced_slot = img_idx * n_pri + forced_prior[img_idx, gt_idx]
-    forced_key = _pack(forced_iou[img_idx, gt_idx], gt_idx, n_gt)
-    forced = torch.zeros(n_img * n_pri, dtype=torch.bool, device=dev)
-    forced[forced_slot] = True
-    # Forced priors take their GT (and its IoU) whatever their best GT, and are positive whatever that IoU is.
-    if full:
-        threshold = torch.tensor([iou_threshold], dtype=torch.float32, device=dev)
-        positive = key >= _pack(threshold, torch.tensor([n_gt - 1], device=dev), n_gt)  # IoU >= threshold
-        key.index_put_((forced_slot,), forced_key)
-        positive |= forced
-        best_iou, best_idx = _unpack(key, n_gt)
-        best_idx = torch.where((best_iou > 0) | forced, best_idx, 0)  # GT 0 where every IoU is 0, as argmax
-        best_iou, best_idx = best_iou.view(n_img, n_pri), best_idx.view(n_img, n_pri)
-        pos_img, pos_pri = positive.view(n_img, n_pri).nonzero(as_tuple=True)  # (K,)
-        pos_key = key.index_select(0, pos_img * n_pri + pos_pri)
-    else:  # the positives' keys only, compacted by slot (sorted: the order of positive.nonzero())
-        pos_slot, which = torch.unique(torch.cat([slot, forced_slot]), return_inverse=True)
-        pos_key = torch.zeros(pos_slot.shape, dtype=torch.long, device=dev)
-        pos_key.scatter_reduce_(0, which[: slot.numel()], _pack(iou_above, gt_of, n_gt), "amax")
-        pos_key[which[slot.numel() :]] = forced_key
-        positive = torch.zeros(n_img * n_pri, dtype=torch.bool, device=dev)
-        positive[pos_slot] = True
-        pos_img, pos_pri = pos_slot // n_pri, pos_slot % n_pri
-        best_iou = best_idx = None
-    positive, forced = positive.view(n_img, n_pri), forced.view(n_img, n_pri)
+    return forced_slot, _pack(forced_iou[img_idx, gt_idx], gt_idx, n_gt)
 
-    # Rule 4 on the positives: IoU of each positive prior with every GT of its image, (K, G).
-    pos_gt = _unpack(pos_key, n_gt)[1]
-    pos_labels = gt_labels.view(-1).index_select(0, pos_img * n_gt + pos_gt)
+
+def _threshold_all(
+    slot: Tensor,
+    gt_of: Tensor,
+    iou: Tensor,
+    forced: Tensor,
+    forced_slot: Tensor,
+    forced_key: Tensor,
+    iou_threshold: float,
+    shape: tuple[int, int, int],
+) -> tuple[Tensor, ...]:
+    """Rule 3 for every prior, from all overlapping pairs: each prior takes its best GT (ties and all-zero columns:
+    the lowest index, as ``argmax``); ``forced`` ``(N * P,)`` priors take their GT (and its IoU) and are positive
+    whatever that IoU is.
+
+    Returns ``(best_idx, best_iou)`` ``(N, P)``, ``positive`` ``(N * P,)`` and the positives' ``pos_img``,
+    ``pos_pri``, packed keys ``(K,)``, grouped by image.
+    """
+    n_img, n_gt, n_pri = shape
+    dev = iou.device
+    key = _segment_keys(slot, gt_of, iou, n_img * n_pri, n_gt)  # (N * P,)
+    threshold = torch.tensor([iou_threshold], dtype=torch.float32, device=dev)
+    positive = key >= _pack(threshold, torch.tensor([n_gt - 1], device=dev), n_gt)  # IoU >= threshold
+    key.index_put_((forced_slot,), forced_key)
+    positive |= forced
+    best_iou, best_idx = _unpack(key, n_gt)
+    best_idx = torch.where((best_iou > 0) | forced, best_idx, 0)  # GT 0 where every IoU is 0, as argmax
+    pos_img, pos_pri = positive.view(n_img, n_pri).nonzero(as_tuple=True)  # (K,)
+    pos_key = key.index_select(0, pos_img * n_pri + pos_pri)
+    return best_idx.view(n_img, n_pri), best_iou.view(n_img, n_pri), positive, pos_img, pos_pri, pos_key
+
+
+def _threshold_positives(
+    slot: Tensor,
+    gt_of: Tensor,
+    iou: Tensor,
+    forced_slot: Tensor,
+    forced_key: Tensor,
+    iou_threshold: float,
+    shape: tuple[int, int, int],
+) -> tuple[Tensor, ...]:
+    """Rule 3 for the positives only (the loss's matching): the pairs at or above the threshold and the forced
+    slots, compacted by slot (sorted: the order of ``positive.nonzero()``). Returns ``positive`` ``(N * P,)`` and
+    ``pos_img``, ``pos_pri``, packed keys ``(K,)``."""
+    _, n_gt, n_pri = shape
+    dev = iou.device
+    above = (iou >= iou_threshold).nonzero().squeeze(1)
+    slot, gt_of, iou_above = slot.index_select(0, above), gt_of.index_select(0, above), iou.index_select(0, above)
+    pos_slot, which = torch.unique(torch.cat([slot, forced_slot]), return_inverse=True)
+    pos_key = torch.zeros(pos_slot.shape, dtype=torch.long, device=dev)
+    pos_key.scatter_reduce_(0, which[: slot.numel()], _pack(iou_above, gt_of, n_gt), "amax")
+    pos_key[which[slot.numel() :]] = forced_key
+    positive = torch.zeros(shape[0] * n_pri, dtype=torch.bool, device=dev)
+    positive[pos_slot] = True
+    return positive, pos_slot // n_pri, pos_slot % n_pri, pos_key
+
+
+def _repulsion_targets(
+    priors_xyxy: Tensor,
+    padded: PaddedTargets,
+    pos_img: Tensor,
+    pos_pri: Tensor,
+    pos_gt: Tensor,
+    pos_labels: Tensor,
+    same_class: bool,
+) -> Tensor:
+    """Rule 4: ``(K,)`` each positive's ``G_rep`` (or ``NO_REPULSION``), from the IoU of its prior with every GT of
+    its image, ``(K, G)``, its own GT (and, with ``same_class``, other classes) excluded."""
+    gt_boxes, gt_labels, valid = padded.boxes, padded.labels, padded.valid
+    n_gt = gt_boxes.shape[1]
     boxes = gt_boxes.index_select(0, pos_img)  # (K, G, 4)
-    gx1, gy1, gx2, gy2 = boxes.unbind(2)
-    px1, py1, px2, py2 = (c[:, None] for c in priors_xyxy.index_select(0, pos_pri).unbind(1))
-    w = (torch.minimum(gx2, px2) - torch.maximum(gx1, px1)).clamp_(min=0)
-    h = (torch.minimum(gy2, py2) - torch.maximum(gy1, py1)).clamp_(min=0)
-    inter = w * h
-    cols = inter / ((gx2 - gx1) * (gy2 - gy1) + (px2 - px1) * (py2 - py1) - inter)  # as box_iou
-    excluded = (torch.arange(n_gt, device=dev)[None, :] == pos_gt[:, None]) | ~valid.index_select(0, pos_img)
+    cols = elementwise_iou(boxes, priors_xyxy.index_select(0, pos_pri)[:, None, :], eps=0.0)  # (K, G), as box_iou
+    excluded = (torch.arange(n_gt, device=boxes.device)[None, :] == pos_gt[:, None]) | ~valid.index_select(0, pos_img)
     if same_class:
         excluded |= gt_labels.index_select(0, pos_img) != pos_labels[:, None]
     cols = cols.masked_fill(excluded, -1.0)
     rep = cols.argmax(dim=1)  # (K,)
-    rep = torch.where(cols.gather(1, rep[:, None]).squeeze(1) > 0, rep, NO_REPULSION)
-
-    return _Core(
-        targets=padded,
-        best_idx=best_idx,
-        best_iou=best_iou,
-        positive=positive,
-        forced=forced,
-        pos_img=pos_img,
-        pos_pri=pos_pri,
-        pos_gt=pos_gt,
-        pos_labels=pos_labels,
-        pos_rep=rep,
-    )
+    return torch.where(cols.gather(1, rep[:, None]).squeeze(1) > 0, rep, NO_REPULSION)
 
 
 def match(
@@ -545,7 +583,6 @@ def match(
     targets: list[dict[str, Tensor]] | PaddedTargets,
     iou_threshold: float = 0.5,
     same_class: bool = True,
-    variances: tuple[float, float] = VARIANCES,
 ) -> Matches:
     """Match priors to the GTs of a batch (rules in the module docstring).
 
@@ -554,7 +591,6 @@ def match(
         targets: per image ``{"boxes": (G_i, 4) xyxy in [0, 1], "labels": (G_i,) in 1..C-1}``, or already padded.
         iou_threshold: a prior whose best IoU is at least this is positive (SSD: 0.5).
         same_class: pick the repulsion target among GTs of the attraction target's class only.
-        variances: the box coder's variances.
 
     Returns:
         :class:`Matches` with ``(N, P, ...)`` tensors.
@@ -567,7 +603,7 @@ def match(
 
     labels = torch.where(positive, gt_labels.gather(1, best_idx), 0)
     matched_boxes = gt_boxes.gather(1, best_idx[:, :, None].expand(-1, -1, 4))  # (N, P, 4)
-    loc_targets = encode(matched_boxes, priors, variances)
+    loc_targets = encode(matched_boxes, priors)  # with rssd.boxes.VARIANCES
     matched_idx = torch.where(positive, best_idx, BACKGROUND)
     rep_idx = torch.full_like(matched_idx, NO_REPULSION).index_put((core.pos_img, core.pos_pri), core.pos_rep)
     has_rep = rep_idx != NO_REPULSION

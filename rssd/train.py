@@ -39,7 +39,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from tqdm.auto import tqdm
 
 from rssd.config import TrainConfig, identity_changes
-from rssd.losses import RepulsionLoss
+from rssd.losses import LOSS_TERMS, RepulsionLoss
 from rssd.model import SSD, build_ssd, load_pretrained
 
 __all__ = [
@@ -61,7 +61,7 @@ __all__ = [
 ]
 
 CHECKPOINT_FORMAT = "rssd-checkpoint-1"
-TERMS = ("loc", "conf", "rep_gt", "rep_box", "total")
+TERMS = LOSS_TERMS  # the loss terms a run logs, in the loss's order
 
 
 class NonFiniteLossError(RuntimeError):

@@ -15,6 +15,8 @@ from matplotlib.axes import Axes
 from matplotlib.patches import FancyArrow, Rectangle
 from torch import Tensor
 
+from rssd.losses import LOSS_TERMS
+
 __all__ = [
     "as_numpy_image", "show_image", "draw_boxes", "repulsion_view", "LossPlot", "ERROR_COLORS", "show_detection_errors",
     "COLORS",
@@ -125,7 +127,7 @@ def repulsion_view(
     Returns:
         ``{"iou_attr", "iog_rep", "loc", "rep_gt", "total", "grad_cx", "grad_cy"}``.
     """
-    from rssd.boxes import cxcywh_to_xyxy, encode, paired_iog, paired_iou
+    from rssd.boxes import cxcywh_to_xyxy, elementwise_iog, elementwise_iou, encode
     from rssd.losses import smooth_ln
 
     pred = torch.tensor(pred_cxcywh, dtype=torch.float64, requires_grad=True)
@@ -136,13 +138,13 @@ def repulsion_view(
     offsets = encode(pred_xyxy[None], prior[None])[0]
     target = encode(attr[None], prior[None])[0]
     loc = torch.nn.functional.smooth_l1_loss(offsets, target, reduction="sum", beta=1.0)
-    iog = paired_iog(pred_xyxy, rep)
+    iog = elementwise_iog(pred_xyxy, rep)
     rep_gt = smooth_ln(iog, sigma_gt)
     total = loc + alpha * rep_gt
     (grad,) = torch.autograd.grad(total, pred)
     pred_xyxy = pred_xyxy.detach()
     out = {
-        "iou_attr": float(paired_iou(pred_xyxy, attr)),
+        "iou_attr": float(elementwise_iou(pred_xyxy, attr)),
         "iog_rep": float(iog.detach()),
         "loc": float(loc.detach()),
         "rep_gt": float(rep_gt.detach()),
@@ -180,7 +182,7 @@ class LossPlot:
     final, complete figure.
     """
 
-    TERMS = ("total", "loc", "conf", "rep_gt", "rep_box")
+    TERMS = ("total", *(k for k in LOSS_TERMS if k != "total"))  # drawing order: total first
 
     def __init__(self, path: str | None = None, min_seconds: float = 2.0, title: str = "training loss") -> None:
         self.path, self.min_seconds, self.title = path, min_seconds, title
@@ -453,7 +455,7 @@ def repgt_per_prior(loc: Tensor, priors_cxcywh: Tensor, target: dict, sigma_gt: 
         repulsion target), ``total`` (``sum(value) / #positives``: ``RepulsionLoss``'s ``rep_gt``) and ``grad``
         ``(P, 4)``, the gradient of ``total`` with respect to each predicted box's corners.
     """
-    from rssd.boxes import decode, paired_iog
+    from rssd.boxes import decode, elementwise_iog
     from rssd.losses import smooth_ln
     from rssd.matching import match
 
@@ -461,7 +463,7 @@ def repgt_per_prior(loc: Tensor, priors_cxcywh: Tensor, target: dict, sigma_gt: 
     pos, rep = m.positive[0], m.rep_idx[0]
     boxes = decode(loc.detach().float(), priors_cxcywh.float()).requires_grad_()  # (P, 4)
     has = pos & (rep >= 0)
-    iog = paired_iog(boxes, m.rep_boxes[0])  # (P,)
+    iog = elementwise_iog(boxes, m.rep_boxes[0])  # (P,)
     value = torch.where(has, smooth_ln(iog, sigma_gt), torch.zeros_like(iog))
     total = value.sum() / max(int(pos.sum()), 1)
     (grad,) = torch.autograd.grad(total, boxes)

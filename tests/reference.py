@@ -2,8 +2,8 @@
 
 Written for reading, not speed: one image at a time, Python loops over GTs (and over positives for RepBox),
 no clever indexing. The batched implementations in ``rssd.matching`` / ``rssd.losses`` must agree with these.
-At the end, ``match_before`` / ``loss_before``: the batched implementation before issue 12's speed-ups, frozen, so
-that the benchmark can check the new one against it.
+At the end, ``match_before`` / ``loss_before``: the batched implementation before its speed-ups (commit 54642b5),
+frozen, so that the benchmark can check the new one against it.
 """
 
 from __future__ import annotations
@@ -179,7 +179,7 @@ def loss_reference(loc, conf, priors, targets, alpha=0.5, beta=0.5, sigma_gt=1.0
     return out
 
 
-# ---------------------------------------------------------------- the batched loss before issue 12 (frozen)
+# ---------------------------------------------------------------- the batched loss before the speed-ups (frozen)
 # rssd.matching.match and RepulsionLoss.forward as they were at commit 54642b5, on dense padded (N, G, P) IoU
 # tensors, a full sort for hard negatives, the cross-entropy of every prior in the graph and RepBox on (N, K, K)
 # blocks. benchmarks/bench_loss.py times the current code against it and checks that both give the same match
@@ -187,8 +187,8 @@ def loss_reference(loc, conf, priors, targets, alpha=0.5, beta=0.5, sigma_gt=1.0
 
 
 def match_before(priors_cxcywh, padded, iou_threshold: float = 0.5, same_class: bool = True):
-    """``rssd.matching.match`` before issue 12: returns ``(matched_idx, positive, labels, matched_boxes, loc_targets,
-    iou, forced, rep_idx, rep_boxes)`` with the same meaning and shapes as the fields of ``Matches``."""
+    """``rssd.matching.match`` before the speed-ups: returns ``(matched_idx, positive, labels, matched_boxes,
+    loc_targets, iou, forced, rep_idx, rep_boxes)`` with the same meaning and shapes as the fields of ``Matches``."""
     from rssd.boxes import box_iou, cxcywh_to_xyxy, encode
 
     gt_boxes, gt_labels, valid = padded.boxes, padded.labels, padded.valid
@@ -264,11 +264,14 @@ def _forced_priors_before(iou: Tensor, valid: Tensor) -> Tensor:
 
 
 def loss_before(loss, loc: Tensor, conf: Tensor, priors: Tensor, targets) -> dict[str, Tensor]:
-    """``RepulsionLoss.forward`` before issue 12, with the settings of ``loss`` (a ``RepulsionLoss``)."""
-    from rssd.boxes import decode, paired_iou
-    from rssd.losses import rep_gt_loss, seed_rep_targets, smooth_ln
+    """``RepulsionLoss.forward`` before the speed-ups, with the settings of ``loss`` (a ``MultiBoxLoss``,
+    ``RepulsionLoss`` or ``rssd.fork.ForkRepulsionLoss``)."""
+    from rssd.boxes import decode, elementwise_iou
+    from rssd.fork import ForkRepulsionLoss, fork_rep_targets
+    from rssd.losses import rep_gt_loss, smooth_ln
     from rssd.matching import pad_targets
 
+    alpha, beta = getattr(loss, "alpha", 0.0), getattr(loss, "beta", 0.0)
     loc, conf, priors = loc.float(), conf.float(), priors.float()
     padded = pad_targets(targets, priors.device)
     matched_idx, pos, labels, matched_boxes, loc_targets, _, _, rep_idx, rep_boxes_all = match_before(
@@ -288,12 +291,12 @@ def loss_before(loss, loc: Tensor, conf: Tensor, priors: Tensor, targets) -> dic
     loss_conf = (ce * (pos | neg)).sum()
     zero = torch.zeros((), dtype=loc.dtype, device=dev)
     loss_rep_gt, loss_rep_box = zero, zero
-    if loss.alpha or loss.beta:
-        pred_pos = decode(loc_pos, priors[pos_pri], loss.variances)
-        if loss.alpha:
-            if loss.seed_compat:
+    if alpha or beta:
+        pred_pos = decode(loc_pos, priors[pos_pri])
+        if alpha:
+            if isinstance(loss, ForkRepulsionLoss):
                 matched = matched_idx[pos_img, pos_pri]
-                rep = seed_rep_targets(pred_pos, pos_img, matched, padded.boxes, padded.valid)
+                rep = fork_rep_targets(pred_pos, pos_img, matched, padded.boxes, padded.valid)
                 rep_boxes = padded.boxes[pos_img, rep]
                 has_rep = torch.ones_like(pos_img, dtype=torch.bool)
             else:
@@ -301,7 +304,7 @@ def loss_before(loss, loc: Tensor, conf: Tensor, priors: Tensor, targets) -> dic
                 has_rep = rep_idx[pos_img, pos_pri] != -1
             attr = matched_boxes[pos_img, pos_pri] if loss.rep_gt_mode == "excess" else None
             loss_rep_gt = rep_gt_loss(pred_pos, rep_boxes, has_rep, loss.sigma_gt, attr) / num_pos
-        if loss.beta:
+        if beta:
             n_img = pos.shape[0]
             per_image = torch.bincount(pos_img, minlength=n_img)
             k = int(per_image.max()) if pos_img.numel() else 0
@@ -311,11 +314,11 @@ def loss_before(loss, loc: Tensor, conf: Tensor, priors: Tensor, targets) -> dic
                 boxes = pred_pos.new_zeros(n_img, k, 4).index_put((pos_img, slot), pred_pos)
                 owner = torch.full((n_img, k), -1, dtype=torch.long, device=dev).index_put((pos_img, slot), owner_all)
                 filled = torch.arange(k, device=dev)[None, :] < per_image[:, None]
-                iou = paired_iou(boxes[:, :, None, :], boxes[:, None, :, :])
+                iou = elementwise_iou(boxes[:, :, None, :], boxes[:, None, :, :])
                 upper = torch.ones(k, k, dtype=torch.bool, device=dev).triu(diagonal=1)
                 pair = upper & filled[:, :, None] & filled[:, None, :] & (owner[:, :, None] != owner[:, None, :])
                 total = (smooth_ln(iou, loss.sigma_box) * pair).sum()
                 loss_rep_box = total / ((pair & (iou > 0)).sum().to(total.dtype) + 1e-9)
     out = {"loc": loss_loc / num_pos, "conf": loss_conf / num_pos, "rep_gt": loss_rep_gt, "rep_box": loss_rep_box}
-    out["total"] = out["loc"] + out["conf"] + loss.alpha * out["rep_gt"] + loss.beta * out["rep_box"]
+    out["total"] = out["loc"] + out["conf"] + alpha * out["rep_gt"] + beta * out["rep_box"]
     return out

@@ -2,12 +2,14 @@
 
 import math
 
+import pytest
 import torch
 from hypothesis import assume, given
 from hypothesis import strategies as st
 from torch.testing import assert_close
 
-from rssd.boxes import box_iou, cxcywh_to_xyxy, decode, encode, paired_iog, paired_iou, xyxy_to_cxcywh
+from rssd import boxes
+from rssd.boxes import box_iou, cxcywh_to_xyxy, decode, elementwise_iog, elementwise_iou, encode, xyxy_to_cxcywh
 
 
 def test_format_conversions_by_hand() -> None:
@@ -20,23 +22,34 @@ def test_iou_and_iog_by_hand() -> None:
     a = torch.tensor([0.0, 0.0, 2.0, 2.0])
     b = torch.tensor([1.0, 1.0, 3.0, 3.0])
     # intersection 1, union 4 + 4 - 1 = 7
-    assert_close(paired_iou(a, b), torch.tensor(1 / 7))
+    assert_close(elementwise_iou(a, b), torch.tensor(1 / 7))
     assert_close(box_iou(a[None], b[None]), torch.tensor([[1 / 7]]))
     # IoG divides by the ground truth's area only
-    assert_close(paired_iog(a, b), torch.tensor(1 / 4))
+    assert_close(elementwise_iog(a, b), torch.tensor(1 / 4))
     inner = torch.tensor([1.0, 1.0, 2.0, 2.0])  # inside b: IoG(b, inner) = 1, IoG(inner, b) = 1/4
-    assert_close(paired_iog(b, inner), torch.tensor(1.0))
-    assert_close(paired_iog(inner, b), torch.tensor(0.25))
+    assert_close(elementwise_iog(b, inner), torch.tensor(1.0))
+    assert_close(elementwise_iog(inner, b), torch.tensor(0.25))
     far = torch.tensor([5.0, 5.0, 6.0, 6.0])
-    assert paired_iou(a, far) == 0 and paired_iog(a, far) == 0
+    assert elementwise_iou(a, far) == 0 and elementwise_iog(a, far) == 0
 
 
-def test_paired_iou_broadcasts_like_box_iou() -> None:
+def test_elementwise_iou_broadcasts_like_box_iou() -> None:
     a = torch.rand(5, 2) * 0.5
     a = torch.cat([a, a + torch.rand(5, 2) * 0.5 + 0.01], 1)
     b = torch.rand(7, 2) * 0.5
     b = torch.cat([b, b + torch.rand(7, 2) * 0.5 + 0.01], 1)
-    assert_close(paired_iou(a[:, None], b[None]), box_iou(a, b), atol=1e-6, rtol=1e-5)
+    assert_close(elementwise_iou(a[:, None], b[None]), box_iou(a, b), atol=1e-6, rtol=1e-5)
+    # without eps, box_iou's values bit for bit (matching relies on it)
+    assert torch.equal(elementwise_iou(a[:, None], b[None], eps=0.0), box_iou(a, b))
+
+
+def test_old_names_are_deprecated_aliases() -> None:
+    with pytest.warns(DeprecationWarning, match="elementwise_iou"):
+        assert boxes.paired_iou is elementwise_iou
+    with pytest.warns(DeprecationWarning, match="elementwise_iog"):
+        assert boxes.paired_iog is elementwise_iog
+    with pytest.raises(AttributeError):
+        boxes.no_such_name  # noqa: B018
 
 
 def test_encode_by_hand() -> None:
@@ -67,8 +80,8 @@ def test_encode_decode_round_trip(x, y, w, h, pcx, pcy, pw, ph) -> None:
 def test_overlaps_are_bounded_and_symmetric(x, y, w, h, x2, y2, w2, h2) -> None:
     a = torch.tensor([x, y, x + w, y + h], dtype=torch.float64)
     b = torch.tensor([x2, y2, x2 + w2, y2 + h2], dtype=torch.float64)
-    iou = paired_iou(a, b)
+    iou = elementwise_iou(a, b)
     assert 0 <= iou <= 1 + 1e-12
-    assert_close(iou, paired_iou(b, a))
+    assert_close(iou, elementwise_iou(b, a))
     # IoU never exceeds IoG of either box (the union is at least as large as each box)
-    assert iou <= paired_iog(a, b) + 1e-12 and iou <= paired_iog(b, a) + 1e-12
+    assert iou <= elementwise_iog(a, b) + 1e-12 and iou <= elementwise_iog(b, a) + 1e-12

@@ -10,17 +10,17 @@ import pytest
 import torch
 
 from rssd.cli import main
-from rssd.data.crowd import CrowdStats, crowd_mask, crowd_stats, pairwise_iou_np
+from rssd.data.crowd import CrowdStats, box_iou_np, crowd_mask, crowd_stats
 from rssd.data.voc import VOCAnnotation, load_voc_annotations
 
 SAMPLES = Path(__file__).resolve().parents[1] / "data" / "samples" / "VOCdevkit"
 
 
-def test_pairwise_iou_hand_computed() -> None:
+def test_box_iou_np_hand_computed() -> None:
     a = np.array([[0, 0, 10, 10]])
     b = np.array([[5, 0, 15, 10], [0, 0, 0, 5], [20, 20, 30, 30]])
     # inter 50, union 150 -> 1/3; an empty box -> 0 (not NaN); disjoint -> 0
-    np.testing.assert_allclose(pairwise_iou_np(a, b), [[1 / 3, 0.0, 0.0]])
+    np.testing.assert_allclose(box_iou_np(a, b), [[1 / 3, 0.0, 0.0]])
 
 
 def test_crowd_mask_hand_computed() -> None:

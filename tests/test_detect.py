@@ -151,7 +151,7 @@ def test_input_validation() -> None:
 def reference_detect(loc, conf, priors, sizes, cfg: DetectConfig) -> list[dict]:
     out = []
     for i in range(loc.shape[0]):
-        boxes = decode(loc[i], priors, cfg.variances).clamp(0, 1)
+        boxes = decode(loc[i], priors).clamp(0, 1)
         scores = torch.softmax(conf[i], -1)
         bs, ss, ls = [torch.zeros(0, 4)], [torch.zeros(0)], [torch.zeros(0, dtype=torch.long)]
         for c in range(1, conf.shape[-1]):
@@ -261,7 +261,7 @@ def naive_detect(loc, conf, priors, cfg: DetectConfig) -> list[set[tuple]]:
     """The whole post-processing, image by image and class by class, with :func:`naive_nms`."""
     out = []
     for i in range(loc.shape[0]):
-        boxes = decode(loc[i], priors, cfg.variances).clamp(0, 1).double()
+        boxes = decode(loc[i], priors).clamp(0, 1).double()
         probs = torch.softmax(conf[i], -1)
         found = []
         for c in range(1, conf.shape[-1]):

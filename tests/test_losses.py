@@ -8,8 +8,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 from torch.testing import assert_close
 
-from rssd.boxes import decode, paired_iog
-from rssd.losses import MultiBoxLoss, RepulsionLoss, seed_rep_targets, smooth_ln
+from rssd.boxes import decode, elementwise_iog
+from rssd.fork import ForkRepulsionLoss
+from rssd.losses import LOSS_TERMS, MultiBoxLoss, RepulsionLoss, smooth_ln
 from rssd.priors import make_priors
 from tests.helpers import crowd, mixed_batch, tiny_priors
 from tests.reference import loss_reference
@@ -97,47 +98,6 @@ def test_rep_box_by_hand() -> None:
     assert_close(out["total"], out["loc"] + out["conf"] + 0.5 * out["rep_gt"] + 0.5 * out["rep_box"])
 
 
-def test_seed_compat_repels_single_gt_from_itself() -> None:
-    single = [{"boxes": torch.tensor([[0, 0, 0.5, 0.4]]), "labels": torch.tensor([1])}]
-    loc, conf = torch.zeros(1, 5, 4), torch.zeros(1, 5, C)
-    assert RepulsionLoss(C)(loc, conf, PRIORS, single)["rep_gt"] == 0
-    seed = RepulsionLoss(C, seed_compat=True)
-    out = seed(loc, conf, PRIORS, single)
-    # the fork repels p0's prediction (0, 0, .5, .5) from its own target: IoG = 0.2 / 0.2 = 1, sigma 0, weight 1
-    assert_close(out["rep_gt"], torch.tensor(1.0))
-    assert_close(out["total"], out["loc"] + out["conf"] + out["rep_gt"])
-
-
-def test_seed_compat_follows_the_forks_rule_where_the_two_readings_differ() -> None:
-    # Image 0: gA = p0 exactly (class 1), gB (class 2) straddles p0 and p1 and is forced onto p1. p0's prediction
-    # is pushed right by 4 * 0.1 * 0.5 = 0.2 to (0.2, 0, 0.7, 0.5): IoU 0.15 / 0.35 = 3/7 with its own gA, but
-    # 0.225 / 0.275 = 9/11 with gB. p1 predicts its prior (0.5, 0, 1, 0.5): IoU 1/3 with its gB, 0 with gA.
-    # Image 1: a single GT (0, 0, .5, .4) (padded to two rows), matched by p0 (prediction = p0).
-    two = {"boxes": torch.tensor([[0, 0, 0.5, 0.5], [0.25, 0, 0.75, 0.5]]), "labels": torch.tensor([1, 2])}
-    single = {"boxes": torch.tensor([[0, 0, 0.5, 0.4]]), "labels": torch.tensor([1])}
-    loc, conf = torch.zeros(2, 5, 4), torch.zeros(2, 5, C)
-    loc[0, 0, 0] = 4.0
-    seed = RepulsionLoss(C, beta=0.0, seed_compat=True)
-    m = seed.match(PRIORS, [two, single])
-    pos_img, pos_pri = m.positive.nonzero(as_tuple=True)
-    assert pos_img.tolist() == [0, 0, 1] and pos_pri.tolist() == [0, 1, 0]
-    assert m.matched_idx[pos_img, pos_pri].tolist() == [0, 1, 0]
-    pred = decode(loc[pos_img, pos_pri], PRIORS[pos_pri])
-    assert_close(pred[0], torch.tensor([0.2, 0.0, 0.7, 0.5]))
-    # The fork: the matched GT's entry -> -1, arg-max of the row. p0: [-1, 9/11] -> gB; p1: [0, -1] -> gA;
-    # image 1's p0: [-1, padding] -> its own GT. (Dropping the GT that best overlaps the *prediction* instead
-    # would give gA to p0: it would repel p0 from its own target.)
-    rep = seed_rep_targets(pred, pos_img, m.matched_idx[pos_img, pos_pri], m.targets.boxes, m.targets.valid)
-    assert rep.tolist() == [1, 0, 0]
-    # RepGT = (IoG(p0's box, gB) + IoG(p1's box, gA) + IoG(image 1's box, its own GT)) / 3 positives
-    #       = (0.225 / 0.25 + 0 + 0.2 / 0.2) / 3 = (0.9 + 0 + 1) / 3, sigma 0 (plain IoG), weight 1.
-    out = seed(loc, conf, PRIORS, [two, single])
-    assert_close(out["rep_gt"], torch.tensor(1.9 / 3))
-    assert_close(out["total"], out["loc"] + out["conf"] + out["rep_gt"])
-    # rssd's own rule: gB is of another class, and image 1 has no second GT: no repulsion target at all.
-    assert RepulsionLoss(C, beta=0.0)(loc, conf, PRIORS, [two, single])["rep_gt"] == 0
-
-
 # ---------------------------------------------------------------- against the per-image reference
 @pytest.mark.parametrize("alpha,beta,sigma_gt,same_class", [(0.5, 0.5, 1.0, True), (1.0, 2.0, 0.5, False)])
 def test_batched_equals_reference(alpha, beta, sigma_gt, same_class) -> None:
@@ -151,7 +111,7 @@ def test_batched_equals_reference(alpha, beta, sigma_gt, same_class) -> None:
     out = loss(loc, conf, priors, targets)
     ref = loss_reference(loc, conf, priors, targets, alpha, beta, sigma_gt, 0.0, same_class)
     assert out["rep_gt"] > 0 and out["rep_box"] > 0, "the batch must exercise every term"
-    for k in ("loc", "conf", "rep_gt", "rep_box", "total"):
+    for k in LOSS_TERMS:
         assert_close(out[k], ref[k].to(out[k].dtype), atol=1e-5, rtol=1e-5, msg=k)
     g_out = torch.autograd.grad(out["total"], (loc, conf))
     g_ref = torch.autograd.grad(ref["total"], (loc, conf))
@@ -168,10 +128,13 @@ def test_alpha_beta_zero_is_multibox() -> None:
     a = RepulsionLoss(C, alpha=0.0, beta=0.0)(loc, conf, priors, targets)
     b = MultiBoxLoss(C)(loc, conf, priors, targets)
     full = RepulsionLoss(C)(loc, conf, priors, targets)
+    assert tuple(a) == tuple(b) == tuple(full) == LOSS_TERMS
     for k in a:
         assert_close(a[k], b[k])
     assert a["rep_gt"] == 0 and a["rep_box"] == 0
     assert_close(a["loc"], full["loc"]) and assert_close(a["conf"], full["conf"])
+    # RepulsionLoss extends MultiBoxLoss; plain SSD has no repulsion weights at all
+    assert isinstance(RepulsionLoss(C), MultiBoxLoss) and not hasattr(MultiBoxLoss(C), "alpha")
 
 
 def test_bf16_autocast_close_to_float32() -> None:
@@ -233,8 +196,8 @@ def test_rep_gt_gradient_moves_boxes_away_from_repulsion_gt(seed, sigma) -> None
     (grad,) = torch.autograd.grad(loss(loc, conf, priors, targets)["rep_gt"], loc)
     has = m.rep_idx != -1
     with torch.no_grad():
-        before = paired_iog(decode(loc, priors), m.rep_boxes)[has]
-        after = paired_iog(decode(loc - 1e-3 * grad / grad.abs().max().clamp(min=1e-12), priors), m.rep_boxes)[has]
+        before = elementwise_iog(decode(loc, priors), m.rep_boxes)[has]
+        after = elementwise_iog(decode(loc - 1e-3 * grad / grad.abs().max().clamp(min=1e-12), priors), m.rep_boxes)[has]
     moving = (before > 1e-4) & (before < 0.999)
     assert (after[moving] <= before[moving] + 1e-7).all(), "a RepGT step must never increase IoG with G_rep"
     if moving.any():
@@ -242,11 +205,12 @@ def test_rep_gt_gradient_moves_boxes_away_from_repulsion_gt(seed, sigma) -> None
 
 
 @pytest.mark.parametrize(
-    "kwargs",
-    [{}, {"alpha": 0.0, "beta": 0.0}, {"beta": 0.0, "seed_compat": True}, {"rep_gt_mode": "excess"},
-     {"sigma_gt": 0.5, "sigma_box": 0.5, "same_class": False}],
+    "make",
+    [lambda: RepulsionLoss(C), lambda: RepulsionLoss(C, alpha=0.0, beta=0.0), lambda: MultiBoxLoss(C),
+     lambda: ForkRepulsionLoss(C), lambda: RepulsionLoss(C, rep_gt_mode="excess"),
+     lambda: RepulsionLoss(C, sigma_gt=0.5, sigma_box=0.5, same_class=False)],
 )
-def test_same_as_before_issue_12(kwargs) -> None:
+def test_same_as_before_the_speedups(make) -> None:
     # The faster loss (positives-only matching, mining by top-k cut-off, cross-entropy graph on the chosen rows,
     # RepBox on overlapping pairs) gives the terms and gradients of the implementation it replaced, including
     # tied background losses at the mining cut-off (every third prior has the same logits).
@@ -260,9 +224,9 @@ def test_same_as_before_issue_12(kwargs) -> None:
     conf = torch.randn(n, priors.shape[0], C, generator=gen)
     conf[:, ::3] = torch.tensor([0.3, -0.2, 0.1])
     conf.requires_grad_()
-    loss = RepulsionLoss(C, **kwargs)
+    loss = make()
     out, ref = loss(loc, conf, priors, targets), loss_before(loss, loc, conf, priors, targets)
-    for k in ("loc", "conf", "rep_gt", "rep_box", "total"):
+    for k in LOSS_TERMS:
         assert_close(out[k], ref[k], atol=1e-5, rtol=1e-5, msg=k)
     for a, b in zip(torch.autograd.grad(out["total"], (loc, conf)), torch.autograd.grad(ref["total"], (loc, conf)),
                     strict=True):

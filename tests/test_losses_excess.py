@@ -56,8 +56,6 @@ def test_rep_gt_mode_is_validated_and_in_the_config():
 
     with pytest.raises(ValueError, match="rep_gt_mode"):
         RepulsionLoss(2, rep_gt_mode="nope")
-    with pytest.raises(ValueError, match="seed_compat"):
-        RepulsionLoss(2, seed_compat=True, rep_gt_mode="excess")
     assert TrainConfig(rep_gt="excess").rep_gt == "excess"
     with pytest.raises(ValueError, match="rep_gt"):
         TrainConfig(rep_gt="nope")

@@ -1,4 +1,4 @@
-"""The crowd subset of a dataset (GUIDE): ground truths that overlap another ground truth of their own class.
+"""The crowd subset of a dataset: ground truths that overlap another ground truth of their own class.
 
 An object is a *crowd object* when its IoU with at least one other ground truth of the same class in the same
 image is strictly greater than ``iou_threshold`` (0.1). Difficult objects take part in the pairing. IoU is
@@ -18,14 +18,18 @@ from typing import Any
 import numpy as np
 import torch
 
-__all__ = ["CROWD_IOU", "pairwise_iou_np", "crowd_mask", "CrowdStats", "crowd_stats", "crowd_stats_per_class"]
+__all__ = ["CROWD_IOU", "box_iou_np", "crowd_mask", "CrowdStats", "crowd_stats", "crowd_stats_per_class"]
 
-#: The GUIDE's threshold: IoU strictly above it with a same-class neighbour makes an object a crowd object.
+#: IoU strictly above this with a same-class neighbour makes an object a crowd object.
 CROWD_IOU: float = 0.1
 
 
-def pairwise_iou_np(a_xyxy: np.ndarray, b_xyxy: np.ndarray) -> np.ndarray:
-    """All-pairs IoU without ``+1``: ``(A, 4)`` x ``(B, 4)`` -> ``(A, B)`` float64; empty boxes give 0."""
+def box_iou_np(a_xyxy: np.ndarray, b_xyxy: np.ndarray) -> np.ndarray:
+    """All-pairs IoU without ``+1``: ``(A, 4)`` x ``(B, 4)`` -> ``(A, B)`` float64; empty boxes give 0.
+
+    The data layer's IoU (numpy, as the annotations; :mod:`rssd.data` imports no other rssd module, so it cannot
+    use :func:`rssd.boxes.box_iou`).
+    """
     a = np.asarray(a_xyxy, dtype=np.float64).reshape(-1, 4)
     b = np.asarray(b_xyxy, dtype=np.float64).reshape(-1, 4)
     lt = np.maximum(a[:, None, :2], b[None, :, :2])
@@ -60,7 +64,7 @@ def crowd_mask(
     boxes = boxes.reshape(-1, 4)
     if lab.shape != (boxes.shape[0],):
         raise ValueError(f"labels have shape {lab.shape}, expected ({boxes.shape[0]},) to match the boxes")
-    iou = pairwise_iou_np(boxes, boxes)  # (G, G)
+    iou = box_iou_np(boxes, boxes)  # (G, G)
     same = lab[:, None] == lab[None, :]
     np.fill_diagonal(same, False)
     mask = ((iou > iou_threshold) & same).any(axis=1)

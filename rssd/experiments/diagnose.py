@@ -97,7 +97,7 @@ def repgt_at_truth(
         ``alpha * d value / d offsets`` at the truth, ``optimum_iou`` IoU of the objective's minimum with
         ``G_attr`` (when ``optimum``).
     """
-    from rssd.boxes import decode, paired_iog, paired_iou
+    from rssd.boxes import decode, elementwise_iog, elementwise_iou
     from rssd.losses import smooth_ln
     from rssd.matching import NO_REPULSION, match
 
@@ -120,12 +120,12 @@ def repgt_at_truth(
     t = torch.cat(offsets) if offsets else torch.zeros(0, 4)
 
     loc = t.clone().requires_grad_(True)
-    value = smooth_ln(paired_iog(decode(loc, p), g_rep), sigma)  # (K,)
+    value = smooth_ln(elementwise_iog(decode(loc, p), g_rep), sigma)  # (K,)
     (grad,) = torch.autograd.grad(alpha * value.sum(), loc) if loc.numel() else (torch.zeros_like(loc),)
     out = {
         "positives": np.asarray(positives),
         "with_rep": np.asarray(int(g_attr.shape[0])),
-        "iog": paired_iog(g_attr, g_rep).detach().numpy().astype(np.float64),
+        "iog": elementwise_iog(g_attr, g_rep).detach().numpy().astype(np.float64),
         "value": value.detach().numpy().astype(np.float64),
         "grad": grad.norm(dim=1).numpy().astype(np.float64),
     }
@@ -137,11 +137,11 @@ def repgt_at_truth(
         for _ in range(steps):
             opt.zero_grad()
             attract = smooth_l1_loss(loc, t, reduction="none", beta=1.0).sum(dim=1)
-            repel = smooth_ln(paired_iog(decode(loc, p), g_rep), sigma)
+            repel = smooth_ln(elementwise_iog(decode(loc, p), g_rep), sigma)
             (attract + alpha * repel).sum().backward()
             opt.step()
         with torch.no_grad():
-            out["optimum_iou"] = paired_iou(decode(loc, p), g_attr).numpy().astype(np.float64)
+            out["optimum_iou"] = elementwise_iou(decode(loc, p), g_attr).numpy().astype(np.float64)
     return out
 
 
