@@ -40,7 +40,7 @@ from torch import Tensor, nn
 from rssd.priors import PRIOR_SPECS, PriorSpec, make_priors
 
 __all__ = [
-    "NORMALIZATIONS",
+    "NORMALIZATION_NAMES",
     "ExtraSpec",
     "SSDConfig",
     "SSD_CONFIGS",
@@ -61,7 +61,9 @@ __all__ = [
     "load_pretrained",
 ]
 
-NORMALIZATIONS = ("caffe", "imagenet")
+#: The input conventions a model's ``normalization`` may name (module docstring); their presets, the objects that
+#: normalise images, are ``rssd.data.transforms.NORMALIZATIONS`` (``tests/test_model.py`` checks the two agree).
+NORMALIZATION_NAMES: tuple[str, ...] = ("caffe", "imagenet")
 
 _VGG_STAGES: tuple[tuple[str, ...], ...] = (
     ("conv1_1", "conv1_2"),
@@ -255,8 +257,8 @@ class SSD(nn.Module):
         self.config = config
         self.num_classes = num_classes
         self.normalization = normalization or config.normalization
-        if self.normalization not in NORMALIZATIONS:
-            raise ValueError(f"normalization must be one of {NORMALIZATIONS}, got {self.normalization!r}")
+        if self.normalization not in NORMALIZATION_NAMES:
+            raise ValueError(f"normalization must be one of {NORMALIZATION_NAMES}, got {self.normalization!r}")
         spec = config.prior_spec
         if len(config.extras) + 2 != len(spec.feature_maps):
             raise ValueError(
@@ -578,8 +580,8 @@ def load_torchvision_vgg16(
                 f"could not download torchvision's VGG16_Weights.IMAGENET1K_FEATURES from {url} ({e}). Offline? "
                 f"Fetch the file on a machine with internet, then pass its path: load_torchvision_vgg16(model, PATH)"
             ) from e
-    if normalization not in NORMALIZATIONS:
-        raise ValueError(f"normalization must be one of {NORMALIZATIONS}, got {normalization!r}")
+    if normalization not in NORMALIZATION_NAMES:
+        raise ValueError(f"normalization must be one of {NORMALIZATION_NAMES}, got {normalization!r}")
     state, label = _read_state_dict(weights)
     _check_plain_vgg(model, label)
     _import(model, state, torchvision_vgg16_key_map(), label, allow_extra=("classifier.",))

@@ -178,6 +178,11 @@ def test_build_errors() -> None:
         build_ssd("ssd301", 21)
     with pytest.raises(ValueError, match="normalization"):
         build_ssd("ssd-cpu", 21, normalization="bgr")
+    # the names a model accepts are exactly the data pipeline's presets
+    from rssd.data.transforms import NORMALIZATIONS
+    from rssd.model import NORMALIZATION_NAMES
+
+    assert set(NORMALIZATION_NAMES) == set(NORMALIZATIONS)
     with pytest.raises(ValueError, match="at least 2"):
         build_ssd("ssd-cpu", 1)
     model = build_ssd("ssd-cpu", 3)
@@ -464,7 +469,8 @@ def test_model_summary_cli(capsys: pytest.CaptureFixture[str]) -> None:
 
 
 def test_channels_last_gives_the_same_outputs() -> None:
-    """channels_last (NHWC) is ~1.5x faster for ssd-cpu training on CPU; the flattening must not depend on it."""
+    """channels_last (NHWC) is faster for ssd-cpu training on CPU (bench_model.py); the flattening must not depend
+    on it."""
     model = build_ssd("ssd-cpu", 3).eval()
     x = torch.randn(2, 3, 300, 300)
     with torch.no_grad():

@@ -4,7 +4,7 @@ The training recipe of the SSD paper (section 2.2 and 3.6), in this order:
 
 1. :class:`PhotometricDistort`: random brightness (additive, +-32 on 0-255), then contrast, saturation and hue
    in one of two orders (contrast first or last), each applied with probability 0.5. No channel shuffle
-   (torchvision's ``RandomPhotometricDistort`` would permute channels; we leave that out as the issue asks).
+   (torchvision's ``RandomPhotometricDistort`` would permute channels: a colour change SSD's recipe does not make).
 2. Expand (zoom out): ``v2.RandomZoomOut`` with ``p=0.5`` onto a canvas up to 4x as large per side, filled with the
    normalisation mean (so the filled area becomes 0 after normalisation).
 3. The SSD random crop: ``v2.RandomIoUCrop``. It samples an option among *whole image* (encoded as 1.0), a
@@ -28,7 +28,7 @@ DataLoader workers get their own seeds).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor
@@ -59,13 +59,13 @@ class Normalization:
 
     Attributes:
         name: preset name.
-        channels: ``"RGB"`` or ``"BGR"``: channel order of the model input.
-        mean, std: per channel, in ``channels`` order, on a ``0..scale`` pixel range.
+        mean, std: per channel, R, G, B, on a ``0..scale`` pixel range.
         scale: 255 when mean/std are given on 0-255 pixels, 1 when on 0-1.
+        channels: the channel order of the model input, always ``"RGB"`` in rssd (ssd.pytorch's weights too).
     """
 
+    channels: ClassVar[str] = "RGB"
     name: str
-    channels: str
     mean: tuple[float, float, float]
     std: tuple[float, float, float]
     scale: float
@@ -79,8 +79,6 @@ class Normalization:
     def mean_rgb_uint8(self) -> tuple[int, int, int]:
         """The mean as an RGB 0-255 colour (the fill of expanded canvases)."""
         m = [v * 255.0 / self.scale for v in self.mean]
-        if self.channels == "BGR":
-            m = m[::-1]
         return (round(m[0]), round(m[1]), round(m[2]))
 
     def __call__(self, image_rgb: Tensor) -> Tensor:
@@ -88,8 +86,6 @@ class Normalization:
         x = image_rgb.as_subclass(Tensor).to(torch.float32)
         if self.scale != 255.0:
             x = x * (self.scale / 255.0)
-        if self.channels == "BGR":
-            x = x.flip(-3)
         mean, std = self._stats(x.device)
         x = x - mean
         if any(s != 1.0 for s in self.std):
@@ -100,8 +96,6 @@ class Normalization:
         """Inverse of ``__call__`` (for pictures): float ``(..., 3, H, W)`` -> uint8 RGB."""
         mean, std = self._stats(x.device)
         y = x.as_subclass(Tensor) * std + mean
-        if self.channels == "BGR":
-            y = y.flip(-3)
         return (y * (255.0 / self.scale)).round().clamp(0, 255).to(torch.uint8)
 
 
@@ -111,11 +105,11 @@ class Normalization:
 #:   **RGB** order. That is what ssd.pytorch's published weights (``vgg16_reducedfc.pth``, its SSD checkpoints) saw:
 #:   it subtracts ``(104, 117, 123)`` from OpenCV's BGR image and then reverses the channels to RGB; torchvision's
 #:   ``VGG16_Weights.IMAGENET1K_FEATURES`` documents the same (RGB, mean ``(0.48235, 0.45882, 0.40784) * 255``).
-#:   (The original Caffe models took BGR; DEVELOPERS.md's first wording said BGR too.)
+#:   (The original Caffe models took BGR.)
 #: * ``"imagenet"``: torchvision's other weights: RGB on 0-1, ImageNet mean and std.
 NORMALIZATIONS: dict[str, Normalization] = {
-    "caffe": Normalization("caffe", "RGB", (123.0, 117.0, 104.0), (1.0, 1.0, 1.0), 255.0),
-    "imagenet": Normalization("imagenet", "RGB", (0.485, 0.456, 0.406), (0.229, 0.224, 0.225), 1.0),
+    "caffe": Normalization("caffe", (123.0, 117.0, 104.0), (1.0, 1.0, 1.0), 255.0),
+    "imagenet": Normalization("imagenet", (0.485, 0.456, 0.406), (0.229, 0.224, 0.225), 1.0),
 }
 
 
@@ -187,9 +181,10 @@ class PhotometricDistort(v2.Transform):
 
 
 def adjust_hue_fast(image: Tensor, hue: float) -> Tensor:
-    """Rotate hue by ``hue`` (fraction of the circle, -0.5..0.5) through OpenCV's 8-bit HSV: 6x faster than
+    """Rotate hue by ``hue`` (fraction of the circle, -0.5..0.5) through OpenCV's 8-bit HSV: much faster than
     ``F.adjust_hue``, from which it differs by under 1/255 on average and at most about 10/255 on a pixel (8-bit
-    quantisation of hue, saturation and value; small on photos, largest on saturated noise).
+    quantisation of hue, saturation and value; small on photos, largest on saturated noise; the test checks these
+    bounds).
 
     Args:
         image: float RGB ``(3, H, W)`` in ``[0, 1]``.
@@ -212,7 +207,7 @@ SSD_CROP_OPTIONS: tuple[float, ...] = (0.0, 0.1, 0.3, 0.5, 0.7, 0.9, 1.0)
 
 
 class SSDRandomIoUCrop(v2.RandomIoUCrop):
-    """``v2.RandomIoUCrop`` with the same sampling rule, its trials drawn in one vectorised step (about 10x faster).
+    """``v2.RandomIoUCrop`` with the same sampling rule, its trials drawn in one vectorised step (not one by one).
 
     ``make_params`` draws an option; for a minimum-IoU option it draws ``trials`` candidate crops at once and
     takes the first that satisfies every condition, exactly as the sequential loop would, else draws a new option.
