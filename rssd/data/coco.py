@@ -51,76 +51,28 @@ class COCODataset(Dataset):
         transform: Callable[[Any, Target], tuple[Any, Target]] | None = None,
         check_images: bool = True,
     ) -> None:
-        from pycocotools.coco import COCO
-
         self.annotation_file = Path(annotation_file).expanduser()
         self.image_dir = Path(image_dir).expanduser()
         self.transform = transform
-        try:
-            data = json.loads(self.annotation_file.read_text())
-        except FileNotFoundError:
-            raise FileNotFoundError(f"{self.annotation_file}: annotation file not found") from None
-        except (json.JSONDecodeError, UnicodeDecodeError) as e:
-            raise COCOFormatError(f"{self.annotation_file}: not valid JSON ({e})") from None
-        if not isinstance(data, dict) or not {"images", "categories"} <= data.keys():
-            raise COCOFormatError(f"{self.annotation_file}: expected a dict with 'images' and 'categories'")
-        data.setdefault("annotations", [])
-        coco = COCO()
-        coco.dataset = data
-        with contextlib.redirect_stdout(io.StringIO()):  # pycocotools prints progress
-            try:
-                coco.createIndex()
-            except (KeyError, TypeError) as e:
-                raise COCOFormatError(f"{self.annotation_file}: malformed entry ({type(e).__name__}: {e})") from None
-        self.coco = coco
-
-        cats = sorted(coco.loadCats(coco.getCatIds()), key=lambda c: c["id"])
-        names_by_id = {c["id"]: c["name"] for c in cats}
-        self.classes: tuple[str, ...] = tuple(classes) if classes is not None else tuple(c["name"] for c in cats)
-        unknown = set(self.classes) - set(names_by_id.values())
-        if unknown:
-            raise COCOFormatError(f"{self.annotation_file}: no categories named {sorted(unknown)}")
-        label_of_cat = {cid: self.classes.index(n) + 1 for cid, n in names_by_id.items() if n in self.classes}
-
-        self.image_ids: list[int] = sorted(coco.getImgIds())
+        self.coco = _read_coco(self.annotation_file)
+        self.classes, label_of_cat = _classes_and_labels(self.coco, classes, self.annotation_file)
+        self.image_ids: list[int] = sorted(self.coco.getImgIds())
         self.image_paths: list[Path] = []
         self._targets: list[tuple[np.ndarray, np.ndarray, np.ndarray, int, int]] = []
-        missing = []
         for img_id in self.image_ids:
-            info = coco.imgs[img_id]
+            info = self.coco.imgs[img_id]
             where = f"{self.annotation_file} (image id {img_id})"
             if "file_name" not in info:
                 raise COCOFormatError(f"{where}: no file_name")
             w, h = int(info.get("width", 0)), int(info.get("height", 0))
-            boxes, labels, crowd = [], [], []
-            for a in coco.imgToAnns.get(img_id, []):
-                if a.get("category_id") not in label_of_cat:
-                    continue
-                bbox = a.get("bbox")
-                if not (isinstance(bbox, list | tuple) and len(bbox) == 4):
-                    raise COCOFormatError(f"{where}: annotation {a.get('id')} has no [x, y, w, h] bbox")
-                x, y, bw, bh = (float(v) for v in bbox)
-                if not np.isfinite([x, y, bw, bh]).all():
-                    raise COCOFormatError(f"{where}: annotation {a.get('id')} bbox is not finite: {bbox}")
-                boxes.append((x, y, x + bw, y + bh))
-                labels.append(label_of_cat[a["category_id"]])
-                crowd.append(bool(a.get("iscrowd", 0)))
-            b, keep = fix_boxes(np.asarray(boxes, np.float64).reshape(-1, 4), w, h, where)
-            crowd_a = np.asarray(crowd, bool)
+            boxes, labels, crowd = _image_annotations(self.coco.imgToAnns.get(img_id, []), label_of_cat, where)
+            boxes, keep = fix_boxes(boxes, w, h, where)
             if not keep_crowd:
-                keep &= ~crowd_a
-            path = self.image_dir / info["file_name"]
-            if check_images and not path.is_file():
-                missing.append(path)
-            self.image_paths.append(path)
-            self._targets.append((b[keep], np.asarray(labels, np.int64)[keep], crowd_a[keep], h, w))
-        if missing:
-            more = f" and {len(missing) - 3} more" if len(missing) > 3 else ""
-            raise FileNotFoundError(
-                f"{len(missing)} image(s) of {self.annotation_file} not found: "
-                + ", ".join(str(p) for p in missing[:3])
-                + more
-            )
+                keep &= ~crowd
+            self.image_paths.append(self.image_dir / info["file_name"])
+            self._targets.append((boxes[keep], labels[keep], crowd[keep], h, w))
+        if check_images:
+            _check_files(self.image_paths, self.annotation_file)
 
     @property
     def num_classes(self) -> int:
@@ -150,3 +102,71 @@ class COCODataset(Dataset):
 
     def __repr__(self) -> str:
         return f"COCODataset({str(self.annotation_file)!r}, images={len(self)}, classes={len(self.classes)})"
+
+
+def _read_coco(path: Path):
+    """The json at ``path`` indexed by pycocotools (quietly), with errors that name the file."""
+    from pycocotools.coco import COCO
+
+    try:
+        data = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{path}: annotation file not found") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise COCOFormatError(f"{path}: not valid JSON ({e})") from None
+    if not isinstance(data, dict) or not {"images", "categories"} <= data.keys():
+        raise COCOFormatError(f"{path}: expected a dict with 'images' and 'categories'")
+    data.setdefault("annotations", [])
+    coco = COCO()
+    coco.dataset = data
+    with contextlib.redirect_stdout(io.StringIO()):  # pycocotools prints progress
+        try:
+            coco.createIndex()
+        except (KeyError, TypeError) as e:
+            raise COCOFormatError(f"{path}: malformed entry ({type(e).__name__}: {e})") from None
+    return coco
+
+
+def _classes_and_labels(
+    coco: Any, classes: Sequence[str] | None, path: Path
+) -> tuple[tuple[str, ...], dict[int, int]]:
+    """``(classes, label of each kept category id)``: ``classes`` (default: every category, by id) and label
+    ``i + 1`` for ``classes[i]``."""
+    cats = sorted(coco.loadCats(coco.getCatIds()), key=lambda c: c["id"])
+    names_by_id = {c["id"]: c["name"] for c in cats}
+    chosen = tuple(classes) if classes is not None else tuple(c["name"] for c in cats)
+    unknown = set(chosen) - set(names_by_id.values())
+    if unknown:
+        raise COCOFormatError(f"{path}: no categories named {sorted(unknown)}")
+    return chosen, {cid: chosen.index(n) + 1 for cid, n in names_by_id.items() if n in chosen}
+
+
+def _image_annotations(
+    annotations: list[dict[str, Any]], label_of_cat: dict[int, int], where: str
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """One image's annotations of the kept categories: boxes ``(G, 4)`` xyxy pixels, labels ``(G,)`` int64 and
+    ``iscrowd`` flags ``(G,)`` bool."""
+    boxes, labels, crowd = [], [], []
+    for a in annotations:
+        if a.get("category_id") not in label_of_cat:
+            continue
+        bbox = a.get("bbox")
+        if not (isinstance(bbox, list | tuple) and len(bbox) == 4):
+            raise COCOFormatError(f"{where}: annotation {a.get('id')} has no [x, y, w, h] bbox")
+        x, y, bw, bh = (float(v) for v in bbox)
+        if not np.isfinite([x, y, bw, bh]).all():
+            raise COCOFormatError(f"{where}: annotation {a.get('id')} bbox is not finite: {bbox}")
+        boxes.append((x, y, x + bw, y + bh))
+        labels.append(label_of_cat[a["category_id"]])
+        crowd.append(bool(a.get("iscrowd", 0)))
+    return np.asarray(boxes, np.float64).reshape(-1, 4), np.asarray(labels, np.int64), np.asarray(crowd, bool)
+
+
+def _check_files(paths: list[Path], annotation_file: Path) -> None:
+    """Stop, naming a few, when image files of ``annotation_file`` are missing."""
+    missing = [p for p in paths if not p.is_file()]
+    if missing:
+        more = f" and {len(missing) - 3} more" if len(missing) > 3 else ""
+        raise FileNotFoundError(
+            f"{len(missing)} image(s) of {annotation_file} not found: " + ", ".join(str(p) for p in missing[:3]) + more
+        )

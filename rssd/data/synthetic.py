@@ -124,9 +124,9 @@ class SynthScene:
         return len(self.names)
 
 
-#: Named generator settings. ``voc-like``: ``density`` 0.25, where the share of people in the crowd subset (33 %
-#: on 500 scenes at 160 px) matches PASCAL VOC2007 test's people (33.2 % of the non-difficult persons;
-#: ``rssd experiment diagnose``); the default scenes put about 80 % of their people in the crowd.
+#: Named generator settings. ``voc-like``: ``density`` 0.25, chosen so that the share of people in the crowd subset
+#: matches PASCAL VOC2007 test's people (the default scenes are far more crowded); ``rssd experiment diagnose``
+#: measures both, and ``doc/results/diagnosis`` holds the numbers.
 SYNTH_PRESETS: dict[str, SynthConfig] = {"default": SynthConfig(), "voc-like": SynthConfig(density=0.25)}
 
 
@@ -460,18 +460,19 @@ def _plan_objects(rng: np.random.Generator, cfg: SynthConfig, horizon: float) ->
     return objs
 
 
-def render_scene(seed: int, index: int = 0, config: SynthConfig | None = None) -> SynthScene:
-    """Draw scene ``index`` of ``seed`` (deterministic; independent of every other index).
+def _draw_objects(
+    rng: np.random.Generator, img: np.ndarray, objs: list[_Obj]
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Draw ``objs`` (back to front) with their shadows into ``img`` ``(S, S, 3)``, in place.
 
     Returns:
-        A :class:`SynthScene` with a ``(S, S, 3)`` RGB image and ``G`` annotated objects.
+        ``ids (S, S) uint8``: which object owns each pixel (``n + 1`` for ``objs[n]``, 0: background);
+        ``boxes (G, 4)``: each full silhouette's box clipped to the image (zeros for a silhouette with no pixel);
+        ``visible (G,)``: the fraction of each silhouette left in view (occlusion and the image border);
+        ``truncated (G,)``: the silhouette reaches past the border.
     """
-    cfg = config or SynthConfig()
-    s = cfg.size
-    rng = np.random.default_rng([int(seed), int(index)])
-    img, horizon = _background(rng, s)
-    objs = _plan_objects(rng, cfg, horizon)[:254]  # ids must fit in uint8
-    ids = np.zeros((s, s), np.uint8)  # which object owns each pixel (0: background)
+    s = img.shape[0]
+    ids = np.zeros((s, s), np.uint8)
     full_area = np.zeros(len(objs) + 1, np.int64)
     boxes = np.zeros((len(objs), 4), np.float64)
     truncated = np.zeros(len(objs), bool)
@@ -500,8 +501,13 @@ def render_scene(seed: int, index: int = 0, config: SynthConfig | None = None) -
         sketch.replay(ids, dx, dy, colour=n)
     visible_px = np.bincount(ids.ravel(), minlength=len(objs) + 1)
     visible = np.divide(visible_px, full_area, out=np.zeros(len(visible_px)), where=full_area > 0)[1:]
+    return ids, boxes, visible, truncated
 
-    # sensor noise (a crop of a fixed noise bank, scaled to sigma) and blur
+
+def _camera(rng: np.random.Generator, img: np.ndarray, cfg: SynthConfig) -> np.ndarray:
+    """Sensor noise (a crop of a fixed noise bank, scaled to a sigma drawn from ``cfg.noise``), then a blur with
+    probability ``cfg.blur_prob``."""
+    s = img.shape[0]
     sigma = int(round(rng.uniform(*cfg.noise)))
     if sigma > 0:
         bank = _noise_bank()
@@ -511,6 +517,22 @@ def render_scene(seed: int, index: int = 0, config: SynthConfig | None = None) -
         img = np.clip(noisy, 0, 255).astype(np.uint8)
     if rng.random() < cfg.blur_prob:
         img = cv2.GaussianBlur(img, (3, 3), 0)
+    return img
+
+
+def render_scene(seed: int, index: int = 0, config: SynthConfig | None = None) -> SynthScene:
+    """Draw scene ``index`` of ``seed`` (deterministic; independent of every other index).
+
+    Returns:
+        A :class:`SynthScene` with a ``(S, S, 3)`` RGB image and ``G`` annotated objects.
+    """
+    cfg = config or SynthConfig()
+    s = cfg.size
+    rng = np.random.default_rng([int(seed), int(index)])
+    img, horizon = _background(rng, s)
+    objs = _plan_objects(rng, cfg, horizon)[:254]  # ids must fit in uint8
+    ids, boxes, visible, truncated = _draw_objects(rng, img, objs)
+    img = _camera(rng, img, cfg)
 
     keep = (visible > cfg.drop_below) & (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])
     names = tuple(o.name for o, k_ in zip(objs, keep, strict=True) if k_)
