@@ -346,6 +346,42 @@ def annotation_target(
 _IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".JPG", ".JPEG", ".PNG", ".bmp", ".webp")
 
 
+def _read_annotations(
+    root: Path, year_dirs: list[Path], split: str, progress: bool
+) -> list[tuple[Path, VOCAnnotation]]:
+    """``(year folder, annotation)`` of every image of ``split`` (``"all"``: every ``Annotations/*.xml``)."""
+    for year_dir in year_dirs:
+        if not (year_dir / "Annotations").is_dir():
+            raise FileNotFoundError(f"{year_dir / 'Annotations'}: not found (is {root} a VOC-layout folder?)")
+    entries: list[tuple[Path, Path]] = []  # (year_dir, xml path)
+    for year_dir in year_dirs:
+        if split == "all":
+            ids = sorted(p.stem for p in (year_dir / "Annotations").glob("*.xml"))
+        else:
+            ids = read_image_set(year_dir, split)
+        entries.extend((year_dir, year_dir / "Annotations" / f"{i}.xml") for i in ids)
+    items: Iterable[tuple[Path, Path]] = entries
+    if progress:
+        from tqdm.auto import tqdm
+
+        items = tqdm(entries, desc=f"annotations {split}", unit="file")
+    return [(yd, read_voc_annotation(p)) for yd, p in items]
+
+
+def _pixel_target(
+    ann: VOCAnnotation, index: dict[str, int], keep_difficult: bool
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(boxes (K, 4) rssd pixels, labels (K,) int64, difficult (K,) bool)`` of the objects a dataset keeps: those
+    of a class in ``index`` (name -> label), not difficult unless ``keep_difficult``, with a box left after
+    :func:`~rssd.data.common.fix_boxes`."""
+    boxes, keep = fix_boxes(voc_to_pixel_xyxy(ann.boxes), ann.width, ann.height, str(ann.path))
+    keep &= np.array([n in index for n in ann.names], dtype=bool)
+    if not keep_difficult:
+        keep &= ~ann.difficult
+    labels = np.array([index[n] for n, k in zip(ann.names, keep, strict=True) if k], dtype=np.int64)
+    return boxes[keep], labels, ann.difficult[keep]
+
+
 def _find_image(year_dir: Path, ann: VOCAnnotation) -> Path | None:
     """``JPEGImages/<filename>`` when it exists, else ``JPEGImages/<image_id>`` + a known suffix."""
     images = year_dir / "JPEGImages"
@@ -407,23 +443,7 @@ class VOCDataset(Dataset):
         self.split = split
         self.keep_difficult = keep_difficult
         self.transform = transform
-
-        for year_dir in self.year_dirs:
-            if not (year_dir / "Annotations").is_dir():
-                raise FileNotFoundError(f"{year_dir / 'Annotations'}: not found (is {self.root} a VOC-layout folder?)")
-        entries: list[tuple[Path, Path]] = []  # (year_dir, xml path)
-        for year_dir in self.year_dirs:
-            if split == "all":
-                ids = sorted(p.stem for p in (year_dir / "Annotations").glob("*.xml"))
-            else:
-                ids = read_image_set(year_dir, split)
-            entries.extend((year_dir, year_dir / "Annotations" / f"{i}.xml") for i in ids)
-        items: Iterable[tuple[Path, Path]] = entries
-        if progress:
-            from tqdm.auto import tqdm
-
-            items = tqdm(entries, desc=f"annotations {split}", unit="file")
-        anns = [(yd, read_voc_annotation(p)) for yd, p in items]
+        anns = _read_annotations(self.root, self.year_dirs, split, progress)
 
         explicit = classes is not None
         source = "the classes given"
@@ -439,22 +459,10 @@ class VOCDataset(Dataset):
         self._targets: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []  # boxes px, labels, difficult
         missing: list[Path] = []
         for year_dir, ann in anns:
-            unknown = sorted({n for n in ann.names if n not in index})
-            if unknown and not explicit:
-                fix = (
-                    f"add them to {source}" if source.endswith("classes.txt")
-                    else f"write every class name, one per line, to {self.year_dirs[0] / 'classes.txt'}"
-                )  # fmt: skip
-                raise VOCFormatError(
-                    f"{ann.path}: unknown class name(s) {unknown}; known (from {source}): {list(self.classes)}. "
-                    f"To fix: {fix}, or pass classes=(...) to keep only some"
-                )
-            boxes, keep = fix_boxes(voc_to_pixel_xyxy(ann.boxes), ann.width, ann.height, str(ann.path))
-            keep &= np.array([n in index for n in ann.names], dtype=bool)
-            if not keep_difficult:
-                keep &= ~ann.difficult
-            labels = np.array([index[n] for n, k in zip(ann.names, keep, strict=True) if k], dtype=np.int64)
-            if skip_empty and labels.size == 0:
+            if not explicit:
+                self._check_names(ann, index)
+            target = _pixel_target(ann, index, keep_difficult)
+            if skip_empty and target[1].size == 0:
                 continue
             image_path = _find_image(year_dir, ann)
             if image_path is None:
@@ -462,7 +470,7 @@ class VOCDataset(Dataset):
                 missing.append(image_path)
             self.annotations.append(ann)
             self.image_paths.append(image_path)
-            self._targets.append((boxes[keep], labels, ann.difficult[keep]))
+            self._targets.append(target)
         if check_images and missing:
             more = f" and {len(missing) - 3} more" if len(missing) > 3 else ""
             raise FileNotFoundError(
@@ -470,6 +478,20 @@ class VOCDataset(Dataset):
                 + ", ".join(str(p) for p in missing[:3])
                 + more
                 + " (check_images=False defers the error to the first read)"
+            )
+
+    def _check_names(self, ann: VOCAnnotation, index: dict[str, int]) -> None:
+        """Stop on a class name outside the resolved classes, saying how to fix it (classes were not given)."""
+        unknown = sorted({n for n in ann.names if n not in index})
+        if unknown:
+            source = self.classes_source
+            fix = (
+                f"add them to {source}" if source.endswith("classes.txt")
+                else f"write every class name, one per line, to {self.year_dirs[0] / 'classes.txt'}"
+            )  # fmt: skip
+            raise VOCFormatError(
+                f"{ann.path}: unknown class name(s) {unknown}; known (from {source}): {list(self.classes)}. "
+                f"To fix: {fix}, or pass classes=(...) to keep only some"
             )
 
     @property

@@ -316,39 +316,68 @@ def run_one(
     Raises:
         ValueError: the run's JSON was made with another configuration (delete it to run again).
     """
-    from rssd.config import identity_changes
     from rssd.evaluate import ground_truth_of
-    from rssd.train import fit, history_from_csv, load_model
+    from rssd.train import history_from_csv
 
-    results_dir = Path(results_dir)
-    path = _result_path(results_dir, variant, seed)
+    path = _result_path(Path(results_dir), variant, seed)
     config = grid.train_config(variant, seed, runs_dir)
     tag = f"[{grid.name} {variant} s{seed}]"
-    if path.is_file():
-        record = json.loads(path.read_text())
-        changes = identity_changes(record["config"], config)
-        if changes:
-            raise ValueError(
-                f"{path} was made with another configuration than grid {grid.name!r} gives now "
-                f"({'; '.join(changes)}); delete it (and {config.run_dir}) to run it again"
-            )
-        if record.get("status") == "done":
-            log(f"{tag} done already: {_split(record)} mAP {_final(record)['mAP']:.4f}")
-            return record
-    else:
-        record = {
+    record = _open_record(path, grid, variant, seed, config)
+    if record.get("status") == "done":
+        log(f"{tag} done already: {_split(record)} mAP {_final(record)['mAP']:.4f}")
+        return record
+    record["machine"] = machine()
+    val = grid.dataset(seed, "val")
+    val_gt = ground_truth_of(val)
+    model = _train_with_curve(grid, config, record, path, val, val_gt, progress=progress, log=log, tag=tag)
+    log_csv = config.run_dir / "log.csv"
+    record["train_log"] = history_from_csv(log_csv) if log_csv.is_file() else []
+    t0 = time.perf_counter()
+    final = val if grid.final_split == "val" else grid.dataset(seed, "test")
+    record[grid.final_split] = evaluate_run(model, grid, final, val_gt if grid.final_split == "val" else None)
+    record["final_split"] = grid.final_split
+    record["test_seconds"] = time.perf_counter() - t0
+    record["status"] = "done"
+    _write_json(path, record)
+    res = _final(record)
+    log(f"{tag} {_split(record)} mAP {res['mAP']:.4f}, crowd (remove) {res['crowd_remove']['mAP']:.4f}")
+    return record
+
+
+def _open_record(path: Path, grid: Grid, variant: str, seed: int, config: Any) -> dict[str, Any]:
+    """The run's record: read back (refused when its run identity is not ``config``'s), or a new one."""
+    from rssd.config import identity_changes
+
+    if not path.is_file():
+        return {
             "grid": grid.name, "variant": variant, "seed": int(seed), "status": "running",
             "config": config.to_dict(), "synth": dataclasses.asdict(grid.synth_config()), "curve": [],
             "train_seconds": 0.0, "notes": [],
         }  # fmt: skip
-    record["machine"] = machine()
-    train, val = grid.dataset(seed, "train"), grid.dataset(seed, "val")
-    val_gt = ground_truth_of(val)
+    record = json.loads(path.read_text())
+    changes = identity_changes(record["config"], config)
+    if changes:
+        raise ValueError(
+            f"{path} was made with another configuration than grid {grid.name!r} gives now "
+            f"({'; '.join(changes)}); delete it (and {config.run_dir}) to run it again"
+        )
+    return record
+
+
+def _train_with_curve(
+    grid: Grid, config: Any, record: dict[str, Any], path: Path, val: Any, val_gt: Sequence[Any], *,
+    progress: bool, log: Callable[[str], None], tag: str,
+) -> Any:  # fmt: skip
+    """Train the run up to each validation point missing from ``record["curve"]`` (resuming from ``last.pt``),
+    evaluate it there and write the record; returns the final model."""
+    from rssd.train import fit, load_model
+
     last = config.run_dir / "last.pt"
     stops = list(range(grid.eval_every, config.iterations + 1, grid.eval_every))
     if not stops or stops[-1] != config.iterations:
         stops.append(config.iterations)
     seen = {int(p["iteration"]) for p in record["curve"]}
+    train = None
     model = None
     for stop in stops:
         if stop in seen:
@@ -358,6 +387,7 @@ def run_one(
             record["notes"].append(f"validation point {stop} lost: the checkpoint was already at {at}")
             continue
         if at < stop:
+            train = train if train is not None else grid.dataset(record["seed"], "train")
             t0 = time.perf_counter()
             model = fit(config, resume=last if at > 0 else None, until=stop, dataset=train, progress=progress).model
             record["train_seconds"] += time.perf_counter() - t0
@@ -371,20 +401,7 @@ def run_one(
             f"{tag} {stop}/{config.iterations}: val mAP {point['val_mAP']:.4f}, crowd {point['val_crowd_mAP']:.4f} "
             f"({record['train_seconds'] / 60:.1f} min of training)"
         )
-    if model is None:
-        model = load_model(last)[0]
-    log_csv = config.run_dir / "log.csv"
-    record["train_log"] = history_from_csv(log_csv) if log_csv.is_file() else []
-    t0 = time.perf_counter()
-    final = val if grid.final_split == "val" else grid.dataset(seed, "test")
-    record[grid.final_split] = evaluate_run(model, grid, final, val_gt if grid.final_split == "val" else None)
-    record["final_split"] = grid.final_split
-    record["test_seconds"] = time.perf_counter() - t0
-    record["status"] = "done"
-    _write_json(path, record)
-    res = _final(record)
-    log(f"{tag} {_split(record)} mAP {res['mAP']:.4f}, crowd (remove) {res['crowd_remove']['mAP']:.4f}")
-    return record
+    return model if model is not None else load_model(last)[0]
 
 
 def _split(record: dict[str, Any]) -> str:
