@@ -33,6 +33,7 @@ cv2.setNumThreads(1)  # before any OpenCV call starts its thread pool (module do
 __all__ = [
     "DataWarning",
     "ImageReadError",
+    "IMAGE_SUFFIXES",
     "load_image",
     "fix_boxes",
     "make_target",
@@ -47,6 +48,10 @@ Target = dict[str, Any]
 
 class DataWarning(UserWarning):
     """A documented fix-up of bad input (clipped or dropped box, size mismatch...); the message names the file."""
+
+
+#: File suffixes rssd treats as images (lower case; compare ``path.suffix.lower()``): what :func:`load_image` reads.
+IMAGE_SUFFIXES: tuple[str, ...] = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
 
 
 class ImageReadError(ValueError):

@@ -27,7 +27,7 @@ import defusedxml.ElementTree as DET
 import numpy as np
 from torch.utils.data import Dataset
 
-from rssd.data.common import DataWarning, Target, fix_boxes, load_image, make_target
+from rssd.data.common import IMAGE_SUFFIXES, DataWarning, Target, fix_boxes, load_image, make_target
 
 __all__ = [
     "VOC_CLASSES",
@@ -343,9 +343,6 @@ def annotation_target(
     }
 
 
-_IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".JPG", ".JPEG", ".PNG", ".bmp", ".webp")
-
-
 def _read_annotations(
     root: Path, year_dirs: list[Path], split: str, progress: bool
 ) -> list[tuple[Path, VOCAnnotation]]:
@@ -387,7 +384,7 @@ def _find_image(year_dir: Path, ann: VOCAnnotation) -> Path | None:
     images = year_dir / "JPEGImages"
     if ann.filename and Path(ann.filename).name == ann.filename and (images / ann.filename).is_file():
         return images / ann.filename
-    for suffix in _IMAGE_SUFFIXES:
+    for suffix in (s for lower in IMAGE_SUFFIXES for s in (lower, lower.upper())):  # case-sensitive file systems
         candidate = images / f"{ann.image_id}{suffix}"
         if candidate.is_file():
             return candidate
