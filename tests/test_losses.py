@@ -11,6 +11,7 @@ from torch.testing import assert_close
 from rssd.boxes import decode, elementwise_iog
 from rssd.fork import ForkRepulsionLoss
 from rssd.losses import LOSS_TERMS, MultiBoxLoss, RepulsionLoss, smooth_ln
+from rssd.matching import NO_REPULSION
 from rssd.priors import make_priors
 from tests.helpers import crowd, mixed_batch, tiny_priors
 from tests.reference import loss_reference
@@ -194,7 +195,7 @@ def test_rep_gt_gradient_moves_boxes_away_from_repulsion_gt(seed, sigma) -> None
     loss = RepulsionLoss(C, alpha=1.0, beta=0.0, sigma_gt=sigma)
     m = loss.match(priors, targets)
     (grad,) = torch.autograd.grad(loss(loc, conf, priors, targets)["rep_gt"], loc)
-    has = m.rep_idx != -1
+    has = m.rep_idx != NO_REPULSION
     with torch.no_grad():
         before = elementwise_iog(decode(loc, priors), m.rep_boxes)[has]
         after = elementwise_iog(decode(loc - 1e-3 * grad / grad.abs().max().clamp(min=1e-12), priors), m.rep_boxes)[has]

@@ -126,7 +126,7 @@ def test_properties(images, same_class) -> None:
     _check_against_reference(priors, targets, same_class)
 
 
-def test_same_as_before_issue_12_exactly() -> None:
+def test_same_as_the_dense_implementation_exactly() -> None:
     # The sparse matching gives every field exactly as the dense (N, G, P) implementation it replaced, and the
     # loss's positives-only path (`full=False`: only pairs that can reach the threshold) the same positives.
     from rssd.matching import _match_core
