@@ -1,4 +1,4 @@
-"""Benchmark: a full VOC2007 test evaluation (4952 images) with rssd.evaluate vs a devkit-style Python loop.
+"""Benchmark: a full VOC2007 test evaluation (4952 images) with rssd.voc_eval vs a devkit-style Python loop.
 
 Ground truth: the real VOC2007 test annotations (``$RSSD_TEST_DATA/voc2007-test/VOCdevkit``, default
 ``../shared/data``). Detections are generated: every object gets 0-3 jittered copies (IoU with it from about 0.3 to
@@ -26,8 +26,10 @@ from pathlib import Path
 import _common  # noqa: F401  (puts the repository root on sys.path, for tests.test_evaluate)
 import numpy as np
 
+from rssd.crowd_eval import crowd_subset
 from rssd.data.voc import VOC_CLASSES, load_voc_annotations
-from rssd.evaluate import ClassDetections, crowd_subset, evaluate_voc, read_voc_results, write_voc_results
+from rssd.voc_eval import evaluate_voc
+from rssd.voc_records import ClassDetections, read_voc_results, write_voc_results
 from tests.test_evaluate import devkit_reference
 
 
@@ -107,9 +109,9 @@ def main() -> None:
     print(f"{'read 4952 annotation XML files':<44} {t_load:>8.3f}")
     print(f"{'write 20 comp4_det_test_<class>.txt files':<44} {t_write:>8.3f}")
     print(f"{'read them back':<44} {t_read:>8.3f}")
-    print(f"{'rssd.evaluate, all objects':<44} {t_all:>8.3f}")
-    print(f"{'rssd.evaluate, crowd subset (remove)':<44} {t_remove:>8.3f}")
-    print(f"{'rssd.evaluate, crowd subset (ignore)':<44} {t_ignore:>8.3f}")
+    print(f"{'rssd.voc_eval, all objects':<44} {t_all:>8.3f}")
+    print(f"{'rssd.voc_eval, crowd subset (remove)':<44} {t_remove:>8.3f}")
+    print(f"{'rssd.voc_eval, crowd subset (ignore)':<44} {t_ignore:>8.3f}")
     print(f"{'devkit-style Python loop, all objects':<44} {t_ref:>8.3f}   x{t_ref / t_all:.0f} slower")
     print(f"{'devkit-style Python loop, crowd (ignore)':<44} {t_ref_crowd:>8.3f}")
     print(f"mAP (11-point): all {res.mAP:.4f}, crowd remove {res_remove.mAP:.4f}, crowd ignore {res_ignore.mAP:.4f}")

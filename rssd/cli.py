@@ -188,7 +188,8 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from rssd.data.voc import VOCFormatError, classes_of, load_voc_annotations
-    from rssd.evaluate import evaluate_voc, read_voc_results
+    from rssd.voc_eval import evaluate_voc
+    from rssd.voc_records import read_voc_results
 
     if args.checkpoint is not None:
         return _evaluate_checkpoint(args)
@@ -234,8 +235,9 @@ def _evaluate_checkpoint(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from rssd.data import make_dataset
-    from rssd.evaluate import evaluate_predictions, ground_truth_of, predict, write_voc_results
+    from rssd.inference import evaluate_predictions, ground_truth_of, predict
     from rssd.train import load_model
+    from rssd.voc_records import write_voc_results
 
     try:
         model, ckpt = load_model(args.checkpoint, args.device)
@@ -356,7 +358,7 @@ def _detect_config(args: argparse.Namespace, score: float):
 
 
 def _cmd_detect(args: argparse.Namespace) -> int:
-    from rssd.detect import detect_files
+    from rssd.inference import detect_files
     from rssd.train import load_model
 
     try:

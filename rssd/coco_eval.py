@@ -9,7 +9,7 @@ GT at each IoU threshold ``0.50, 0.55, ..., 0.95``; precision interpolated at th
 
 Coordinates: rssd's pixel boxes are continuous and 0-based (DEVELOPERS.md), as COCO's are, so a box
 ``(x1, y1, x2, y2)`` is COCO's ``[x1, y1, x2 - x1, y2 - y1]`` with no ``±1``. GT records in VOC's 1-based inclusive
-coordinates (:class:`rssd.evaluate.GTRecord`, VOC annotations, the devkit's result files) become
+coordinates (:class:`rssd.voc_records.GTRecord`, VOC annotations, the devkit's result files) become
 ``[xmin - 1, ymin - 1, xmax - xmin + 1, ymax - ymin + 1]`` first, so both metrics see the same boxes.
 
 Ground truth: a COCO-format dataset (:class:`rssd.data.coco.COCODataset`) is scored against its own json (its
@@ -34,7 +34,8 @@ import numpy as np
 if TYPE_CHECKING:
     from pycocotools.coco import COCO
 
-    from rssd.evaluate import ClassDetections, GroundTruthLike, Predictions
+    from rssd.inference import Predictions
+    from rssd.voc_records import ClassDetections, GroundTruthLike
 
 __all__ = [
     "COCO_STATS",
@@ -89,7 +90,7 @@ def coco_ground_truth(records: Sequence[GroundTruthLike], classes: Sequence[str]
 
     Args:
         records: one per image (``image_id``, ``boxes`` ``(G, 4)`` 1-based, ``names``, ``difficult``), e.g.
-            :func:`rssd.evaluate.ground_truth_of` or :func:`rssd.data.voc.load_voc_annotations`.
+            :func:`rssd.inference.ground_truth_of` or :func:`rssd.data.voc.load_voc_annotations`.
         classes: class names; category ``k + 1`` is ``classes[k]``. Objects of other classes are an error.
 
     Returns:
@@ -120,13 +121,13 @@ def coco_ground_truth_of(dataset: Any) -> COCO:
     For a :class:`rssd.data.coco.COCODataset`, the json's images and the annotations of the dataset's classes,
     ``iscrowd`` regions included; a missing ``area`` becomes the box's, a missing ``iscrowd`` 0, and annotation ids
     are renumbered ``1..`` when they are not unique positive numbers (``COCOeval`` needs that). Otherwise
-    :func:`coco_ground_truth` of :func:`rssd.evaluate.ground_truth_of` (build the dataset with
+    :func:`coco_ground_truth` of :func:`rssd.inference.ground_truth_of` (build the dataset with
     ``keep_difficult=True`` so that difficult objects are ignored rather than counted as missed).
     """
     from rssd.data.coco import COCODataset
 
     if not isinstance(dataset, COCODataset):
-        from rssd.evaluate import ground_truth_of
+        from rssd.inference import ground_truth_of
 
         return coco_ground_truth(ground_truth_of(dataset), dataset.classes)
     src = dataset.coco.dataset
@@ -200,7 +201,7 @@ def coco_results(
 
 
 def voc_results_to_coco(detections: Mapping[str, ClassDetections], gt: COCO) -> list[dict[str, Any]]:
-    """Per-class detections in the devkit's 1-based form (:func:`rssd.evaluate.read_voc_results`) as COCO results."""
+    """Per-class detections in the devkit's 1-based form (:func:`rssd.voc_records.read_voc_results`) as COCO results."""
     id_of = _image_ids(gt)
     results = []
     for name, dets in detections.items():
@@ -324,7 +325,7 @@ def evaluate_coco(gt: COCO, results: Sequence[Mapping[str, Any]], classes: Seque
 
 
 def evaluate_predictions_coco(predictions: Predictions, dataset: Any = None, *, gt: COCO | None = None) -> COCOResult:
-    """Score :class:`rssd.evaluate.Predictions` with COCO's metrics, against ``dataset``'s GT (or ``gt``)."""
+    """Score :class:`rssd.inference.Predictions` with COCO's metrics, against ``dataset``'s GT (or ``gt``)."""
     if gt is None:
         if dataset is None:
             raise ValueError("evaluate_predictions_coco needs the dataset or its COCO ground truth (gt=)")

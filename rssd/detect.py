@@ -47,30 +47,24 @@ box of the largest group (at most ``top_k``), each step a few tensor operations 
 does not apply to them.
 
 Pixels follow rssd's convention (DEVELOPERS.md): continuous 0-based coordinates, so a normalised box times
-``(W, H, W, H)`` is already in pixels; :func:`rssd.evaluate.detections_to_voc` turns them into the 1-based
-coordinates of the devkit's result files.
+``(W, H, W, H)`` is already in pixels; :func:`rssd.voc_records.detections_to_voc` turns them into the 1-based
+coordinates of the devkit's result files. Running a model on a dataset, files or frames is :mod:`rssd.inference`.
 """
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
-import numpy as np
 import torch
 from torch import Tensor
 from torchvision.ops import batched_nms
 
 from rssd.boxes import decode
 
-__all__ = [
-    "NMS_METHODS", "DetectConfig", "detect", "crowd_nms", "expand_inputs", "draw_detections", "detect_frames",
-    "detect_files",
-]  # fmt: skip
+__all__ = ["NMS_METHODS", "DetectConfig", "detect", "crowd_nms"]
 
 
 #: The NMS methods of :class:`DetectConfig` (module docstring).
@@ -359,176 +353,3 @@ def detect(
         {"boxes": b, "scores": s, "labels": lab}
         for b, s, lab in zip(out_boxes.split(counts), out_scores.split(counts), out_labels.split(counts), strict=True)
     ]
-
-
-# ----------------------------------------------------------------------------------------------------------------
-# Applying a model to image and video files (``rssd detect``)
-
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
-VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v")
-
-
-def expand_inputs(inputs: Sequence[str]) -> list[Path]:
-    """Image and video files named by ``inputs`` (files, or folders whose images and videos are taken, sorted).
-
-    Raises:
-        FileNotFoundError: an input does not exist, or a folder holds no image or video.
-        ValueError: a file is neither an image nor a video (by its suffix).
-    """
-    files: list[Path] = []
-    for name in inputs:
-        path = Path(name).expanduser()
-        if path.is_dir():
-            found = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES + VIDEO_SUFFIXES)
-            if not found:
-                raise FileNotFoundError(f"{path}: no image or video files in this folder")
-            files.extend(found)
-        elif path.is_file():
-            if path.suffix.lower() not in IMAGE_SUFFIXES + VIDEO_SUFFIXES:
-                raise ValueError(f"{path}: not an image or video file (suffixes {IMAGE_SUFFIXES + VIDEO_SUFFIXES})")
-            files.append(path)
-        else:
-            raise FileNotFoundError(f"{path}: no such file or folder")
-    return files
-
-
-def _palette(k: int) -> tuple[int, int, int]:
-    """A distinct BGR colour for class ``k``."""
-    import colorsys
-
-    r, g, b = colorsys.hsv_to_rgb((k * 0.618034) % 1.0, 0.85, 0.95)
-    return int(b * 255), int(g * 255), int(r * 255)
-
-
-def draw_detections(frame_bgr, det: dict[str, Tensor], classes: Sequence[str]):
-    """Draw detections (pixels) with class names and scores on a BGR uint8 image, in place; returns it."""
-    import cv2
-
-    for box, score, label in zip(det["boxes"].tolist(), det["scores"].tolist(), det["labels"].tolist(), strict=True):
-        x1, y1, x2, y2 = (round(v) for v in box)
-        color = _palette(int(label))
-        cv2.rectangle(frame_bgr, (x1, y1), (x2, y2), color, 2)
-        text = f"{classes[int(label) - 1]} {score:.2f}"
-        (tw, th), _ = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, 0.45, 1)
-        cv2.rectangle(frame_bgr, (x1, max(0, y1 - th - 4)), (x1 + tw + 2, max(th + 4, y1)), color, -1)
-        cv2.putText(frame_bgr, text, (x1 + 1, max(th + 1, y1 - 3)), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (0, 0, 0), 1)
-    return frame_bgr
-
-
-def detect_frames(model: torch.nn.Module, frames_rgb: Sequence, config: DetectConfig) -> list[dict[str, Tensor]]:
-    """Detections (pixels) on RGB uint8 ``(H, W, 3)`` arrays, preprocessed as in evaluation."""
-    from torchvision import tv_tensors
-
-    from rssd.data.common import make_target
-    from rssd.data.transforms import SSDEvalTransform
-
-    transform = SSDEvalTransform(model.image_size, model.normalization)
-    device = next(model.parameters()).device
-    inputs, sizes = [], []
-    for frame in frames_rgb:
-        image = tv_tensors.Image(torch.from_numpy(frame).permute(2, 0, 1).contiguous())
-        empty = make_target(torch.zeros(0, 4), [], [], "", frame.shape[:2])
-        inputs.append(transform(image, empty)[0])
-        sizes.append(frame.shape[:2])
-    with torch.inference_mode():
-        loc, conf = model(torch.stack(inputs).to(device))
-    return [{k: v.cpu() for k, v in d.items()} for d in detect(loc.float(), conf.float(), model.priors, sizes, config)]
-
-
-def _det_json(det: dict[str, Tensor], classes: Sequence[str]) -> list[dict[str, Any]]:
-    return [
-        {"class": classes[int(c) - 1], "label": int(c), "score": round(float(s), 5), "box": [round(v, 2) for v in b]}
-        for b, s, c in zip(det["boxes"].tolist(), det["scores"].tolist(), det["labels"].tolist(), strict=True)
-    ]
-
-
-def detect_files(
-    model: torch.nn.Module,
-    classes: Sequence[str],
-    inputs: Sequence[str],
-    out_dir: str | Path,
-    config: DetectConfig | None = None,
-    batch_size: int = 8,
-    progress: bool = True,
-) -> dict[str, Any]:
-    """Run a model on images, folders of images and videos; write annotated copies and ``detections.json``.
-
-    Images become ``OUT/<name>.jpg``, videos ``OUT/<name>.mp4`` (every frame annotated). ``detections.json`` holds,
-    per input, its size and detections (per frame for videos: ``frames``), boxes in pixels ``[x1, y1, x2, y2]``.
-    Unreadable files are reported (in ``errors``, naming the file) and skipped.
-
-    Returns:
-        The JSON document that was written.
-    """
-    import cv2
-    from tqdm.auto import tqdm
-
-    cfg = config or DetectConfig(score_threshold=0.5)
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    files = expand_inputs(inputs)
-    images = [f for f in files if f.suffix.lower() in IMAGE_SUFFIXES]
-    videos = [f for f in files if f.suffix.lower() in VIDEO_SUFFIXES]
-    doc: dict[str, Any] = {"classes": list(classes), "score_threshold": cfg.score_threshold, "images": [],
-                           "videos": [], "errors": []}  # fmt: skip
-    model.eval().to(memory_format=torch.channels_last)  # NHWC: faster convolutions on CPU and GPU
-
-    with tqdm(total=len(images), desc="images", unit="img", disable=not progress or not images) as bar:
-        for start in range(0, len(images), batch_size):
-            batch, frames = [], []
-            for path in images[start : start + batch_size]:
-                bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
-                if bgr is None:
-                    doc["errors"].append(f"{path}: cannot be read as an image (missing, corrupt or unsupported)")
-                    continue
-                batch.append((path, bgr))
-                frames.append(np.ascontiguousarray(bgr[:, :, ::-1]))
-            dets = detect_frames(model, frames, cfg) if frames else []
-            for (path, bgr), det in zip(batch, dets, strict=True):
-                target = out / f"{path.stem}.jpg"
-                cv2.imwrite(str(target), draw_detections(bgr, det, classes))
-                doc["images"].append({"file": str(path), "output": str(target), "width": bgr.shape[1],
-                                      "height": bgr.shape[0], "detections": _det_json(det, classes)})  # fmt: skip
-            bar.update(len(images[start : start + batch_size]))
-
-    for path in videos:
-        cap = cv2.VideoCapture(str(path))
-        if not cap.isOpened():
-            doc["errors"].append(f"{path}: cannot be opened as a video")
-            continue
-        fps = cap.get(cv2.CAP_PROP_FPS) or 25.0
-        total = int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) or None
-        target = out / f"{path.stem}.mp4"
-        writer = None
-        entry: dict[str, Any] = {"file": str(path), "output": str(target), "fps": fps, "frames": []}
-        with tqdm(total=total, desc=path.name, unit="frame", disable=not progress) as bar:
-            done = False
-            while not done:
-                chunk = []
-                while len(chunk) < batch_size:
-                    ok, bgr = cap.read()
-                    if not ok:
-                        done = True
-                        break
-                    chunk.append(bgr)
-                if not chunk:
-                    break
-                dets = detect_frames(model, [np.ascontiguousarray(f[:, :, ::-1]) for f in chunk], cfg)
-                for bgr, det in zip(chunk, dets, strict=True):
-                    if writer is None:
-                        h, w = bgr.shape[:2]
-                        entry.update(width=w, height=h)
-                        writer = cv2.VideoWriter(str(target), cv2.VideoWriter_fourcc(*"mp4v"), fps, (w, h))
-                    writer.write(draw_detections(bgr, det, classes))
-                    entry["frames"].append(_det_json(det, classes))
-                bar.update(len(chunk))
-        cap.release()
-        if writer is not None:
-            writer.release()
-        if not entry["frames"]:
-            doc["errors"].append(f"{path}: no frame could be decoded")
-            continue
-        doc["videos"].append(entry)
-
-    (out / "detections.json").write_text(json.dumps(doc, indent=1) + "\n")
-    return doc

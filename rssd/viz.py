@@ -1,12 +1,16 @@
 """Drawing helpers for the notebooks: plain matplotlib functions that also work headless (Agg).
 
+Images and boxes, dataset items, the repulsion and NMS views, and the evaluation plots (precision-recall curves,
+miss rate against FPPI).
+
 Every function takes an optional ``ax`` and returns it (or the numbers it drew), so notebooks can compose them
 and interactive widgets can call them again on every change.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -16,6 +20,10 @@ from matplotlib.patches import FancyArrow, Rectangle
 from torch import Tensor
 
 from rssd.losses import LOSS_TERMS
+
+if TYPE_CHECKING:
+    from rssd.crowd_eval import MissRate
+    from rssd.voc_eval import VOCResult
 
 __all__ = [
     "as_numpy_image", "show_image", "draw_boxes", "repulsion_view", "LossPlot", "ERROR_COLORS", "show_detection_errors",
@@ -324,7 +332,7 @@ def show_items(
     return fig
 
 
-#: Colours of :func:`rssd.evaluate.classify_detections`'s kinds in :func:`show_detection_errors`.
+#: Colours of :func:`rssd.crowd_eval.classify_detections`'s kinds in :func:`show_detection_errors`.
 ERROR_COLORS = {
     "tp": "#3cb44b",
     "duplicate": "#f58231",
@@ -346,7 +354,7 @@ def show_detection_errors(
     """Draw an image, its GT (white, dashed) and detections coloured by error kind; returns the kind counts.
 
     ``det`` has ``boxes`` (pixels), ``scores`` and ``labels``; ``kinds`` comes from
-    :func:`rssd.evaluate.classify_detections`. False positives between objects are drawn thicker.
+    :func:`rssd.crowd_eval.classify_detections`. False positives between objects are drawn thicker.
     """
     ax = show_image(image, ax)
     draw_boxes(gt_boxes, ax, colors="white", linestyle="--", linewidth=1.2)
@@ -382,11 +390,11 @@ def nms_view(
 
     ``loc`` ``(P, 4)`` and ``conf`` ``(P, C)`` are one image's outputs, ``config`` a :class:`rssd.detect.DetectConfig`
     (its NMS method, thresholds); ``gt_boxes`` ``(G, 4)`` are in the image's pixels. Detections go through
-    :func:`rssd.detect.detect`, are sorted by :func:`rssd.evaluate.classify_detections` and drawn by
+    :func:`rssd.detect.detect`, are sorted by :func:`rssd.crowd_eval.classify_detections` and drawn by
     :func:`show_detection_errors`. ``ax=False`` draws nothing (for headless checks).
     """
+    from rssd.crowd_eval import classify_detections
     from rssd.detect import DetectConfig, detect
-    from rssd.evaluate import classify_detections
 
     arr = as_numpy_image(image)
     size = [tuple(arr.shape[:2])]
@@ -539,3 +547,63 @@ def repulsion_crowd_view(
     )
     return out
 
+
+
+# ------------------------------------------------------------------------------------------------ evaluation
+__all__ += ["plot_pr_curves", "plot_miss_rate"]
+
+
+def plot_pr_curves(result: VOCResult, classes: Sequence[str] | None = None, ax: Axes | None = None) -> Axes:
+    """Precision-recall curves of a :class:`rssd.voc_eval.VOCResult`'s ``classes`` (default: all with an AP), AP
+    in the legend.
+
+    Returns:
+        The axes drawn on (a new figure's when ``ax`` is ``None``).
+    """
+    ax = _ax(ax, (6, 5))
+    for c in classes if classes is not None else result.classes:
+        a = result.ap[c]
+        if a is None:
+            continue
+        m = result.matches[c]
+        rec = np.concatenate([[0.0], m.recall])
+        prec = np.concatenate([[1.0 if m.scores.size else 0.0], m.precision])
+        ax.plot(rec, prec, lw=1.2, label=f"{c} {a:.3f}")
+    ax.set_xlabel("recall")
+    ax.set_ylabel("precision")
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1.02)
+    title = f"{result.metric} mAP {result.mAP:.4f}" if result.mAP is not None else result.metric
+    ax.set_title(title + (f" ({result.subset})" if result.subset != "all" else ""))
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize="x-small", ncol=2, loc="lower left")
+    return ax
+
+
+def plot_miss_rate(curves: MissRate | Mapping[str, MissRate], ax: Axes | None = None) -> Axes:
+    """Miss rate against false positives per image (log-log), one curve per entry, MR^-2 in the legend.
+
+    Args:
+        curves: a :class:`rssd.crowd_eval.MissRate` or ``{label: MissRate}`` (e.g. ``{"SSD": ..., "SSD+Rep": ...}``).
+        ax: axes to draw on (default: a new figure).
+    """
+    from rssd.crowd_eval import MissRate
+
+    ax = _ax(ax, (6, 5))
+    items = {curves.class_name: curves} if isinstance(curves, MissRate) else dict(curves)
+    for label, mr in items.items():
+        if mr.lamr is None:
+            continue
+        x = np.concatenate([[mr.reference_fppi[0] / 10], np.maximum(mr.fppi, 1e-4)])
+        y = np.concatenate([[1.0], mr.miss_rate])
+        ax.step(x, y, where="post", lw=1.2, label=f"{label} MR$^{{-2}}$ {100 * mr.lamr:.1f}%")
+        ax.plot(mr.reference_fppi, mr.reference_miss_rate, "o", ms=3, color=ax.lines[-1].get_color())
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlim(1e-3, 10)
+    ax.set_ylim(0.02, 1.05)
+    ax.set_xlabel("false positives per image")
+    ax.set_ylabel("miss rate")
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize="small", loc="lower left")
+    return ax

@@ -21,9 +21,11 @@ from rssd.coco_eval import (
 )
 from rssd.config import TrainConfig
 from rssd.data.coco import COCODataset
-from rssd.evaluate import GTRecord, Predictions, detections_to_voc, evaluate_voc, voc_iou, write_voc_results
+from rssd.inference import Predictions
 from rssd.model import build_ssd
 from rssd.train import CHECKPOINT_FORMAT, save_checkpoint
+from rssd.voc_eval import evaluate_voc, voc_iou
+from rssd.voc_records import GTRecord, detections_to_voc, write_voc_results
 
 SAMPLES = Path(__file__).resolve().parents[1] / "data" / "samples" / "VOCdevkit"
 
@@ -232,7 +234,7 @@ def test_evaluate_cli_coco_on_voc_result_files(tmp_path: Path, capsys) -> None:
     # The sample VOC annotations written back as result files (their non-difficult boxes): COCO AP 1, since
     # difficult boxes become crowd regions (ignored) and the round trip 1-based -> COCO -> 1-based is exact.
     from rssd.data.voc import load_voc_annotations
-    from rssd.evaluate import ClassDetections
+    from rssd.voc_records import ClassDetections
 
     anns = load_voc_annotations(SAMPLES, "2007", "test")
     dets: dict[str, list] = {}

@@ -368,8 +368,7 @@ def test_crowd_nms_empty_and_validation() -> None:
 
 
 def test_cli_nms_options_reach_detect_config(tmp_path, monkeypatch) -> None:
-    import rssd.detect
-    import rssd.evaluate
+    import rssd.inference
     from rssd.cli import main
     from rssd.config import TrainConfig
     from rssd.data import SYNTH_CLASSES, sample_files
@@ -384,13 +383,13 @@ def test_cli_nms_options_reach_detect_config(tmp_path, monkeypatch) -> None:
         "config": config.to_dict(),
     })  # fmt: skip
     seen = []
-    real_detect = rssd.detect.detect
+    real_detect = rssd.inference.detect
 
     def spy(loc, conf, priors, sizes=None, cfg=None):
         seen.append(cfg)
         return real_detect(loc, conf, priors, sizes, cfg)
 
-    monkeypatch.setattr(rssd.detect, "detect", spy)
+    monkeypatch.setattr(rssd.inference, "detect", spy)  # what rssd detect runs through
     jpg, _ = sample_files("003123")
     argv = ["--nms", "soft-gaussian", "--soft-sigma", "0.3", "--nms-iou", "0.5", "--max-detections", "50"]
     assert main(["detect", "--checkpoint", str(ckpt), str(jpg), "--out", str(tmp_path / "out"), *argv]) == 0
@@ -401,6 +400,6 @@ def test_cli_nms_options_reach_detect_config(tmp_path, monkeypatch) -> None:
         seen.append(config)
         raise FileNotFoundError("stop here")
 
-    monkeypatch.setattr(rssd.evaluate, "predict", fake_predict)
+    monkeypatch.setattr(rssd.inference, "predict", fake_predict)
     assert main(["evaluate", "--checkpoint", str(ckpt), "--nms", "diou", "--diou-beta", "0.6"]) == 2
     assert seen[-1] == DetectConfig(score_threshold=0.01, nms="diou", diou_beta=0.6)

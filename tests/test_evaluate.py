@@ -14,22 +14,15 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from rssd.cli import main
-from rssd.evaluate import (
-    MR_FPPI,
+from rssd.crowd_eval import MR_FPPI, crowd_subset, log_average_miss_rate
+from rssd.viz import plot_miss_rate, plot_pr_curves
+from rssd.voc_eval import average_precision, evaluate_voc, format_table, match_class, voc_iou
+from rssd.voc_records import (
     ClassDetections,
     GTRecord,
-    average_precision,
-    crowd_subset,
     detections_to_voc,
-    evaluate_voc,
-    format_table,
     gt_from_targets,
-    log_average_miss_rate,
-    match_class,
-    plot_miss_rate,
-    plot_pr_curves,
     read_voc_results,
-    voc_iou,
     write_voc_results,
 )
 
@@ -589,7 +582,7 @@ def occlusion_case():
 
 
 def test_occlusion_subset_ignores_objects_outside_the_level() -> None:
-    from rssd.evaluate import OCCLUSION_SUBSETS, occlusion_subset
+    from rssd.crowd_eval import OCCLUSION_SUBSETS, occlusion_subset
 
     records, d = occlusion_case()
     diff = {lv: occlusion_subset(records, lv, min_height=50)[0].difficult.tolist() for lv in OCCLUSION_SUBSETS}
@@ -610,7 +603,7 @@ def test_occlusion_subset_ignores_objects_outside_the_level() -> None:
 
 
 def test_occlusion_subset_needs_visibility_and_known_levels() -> None:
-    from rssd.evaluate import occlusion_subset
+    from rssd.crowd_eval import occlusion_subset
 
     records = [rec("img7", [G1], ["person"])]
     with pytest.raises(ValueError, match=r"image img7: no visible fraction"):

@@ -9,9 +9,10 @@ import torch
 
 from rssd.boxes import DECODE_CLAMP, decode
 from rssd.detect import DetectConfig, detect
-from rssd.evaluate import GTRecord, detections_to_voc, evaluate_voc
 from rssd.losses import RepulsionLoss
 from rssd.priors import make_priors
+from rssd.voc_eval import evaluate_voc
+from rssd.voc_records import GTRecord, detections_to_voc
 
 
 def hostile(n: int = 2, seed: int = 0):

@@ -13,7 +13,7 @@ import torch
 from rssd.cli import main
 from rssd.config import TrainConfig
 from rssd.data import SYNTH_CLASSES, make_dataset
-from rssd.evaluate import Predictions, evaluate_predictions, ground_truth_of, predict
+from rssd.inference import Predictions, evaluate_predictions, ground_truth_of, predict
 from rssd.model import build_ssd
 from rssd.train import CHECKPOINT_FORMAT, load_model, save_checkpoint
 
@@ -127,7 +127,7 @@ def test_detect_cli_on_images_folder_and_video(checkpoint: Path, tmp_path: Path,
 
 
 def test_classify_detections_by_hand() -> None:
-    from rssd.evaluate import classify_detections
+    from rssd.crowd_eval import classify_detections
 
     gt = [[0, 0, 10, 20], [8, 0, 18, 20]]  # two people side by side, overlapping by 2 px
     dets = [

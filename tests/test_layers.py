@@ -56,3 +56,27 @@ def test_the_checker_sees_lazy_upward_imports(tmp_path):
     bad = tmp_path / "bad.py"
     bad.write_text("def f():\n    from rssd.cli import main\n    import rssd.train\n")
     assert imports_of(bad) == {"cli", "train"}
+
+
+def test_evaluation_and_inference_layers():
+    """Scoring sits above the records it reads, inference above scoring; post-processing imports no data code."""
+    rank = {m: k for k, m in enumerate(stated_order())}
+    assert rank["detect"] < rank["voc_records"] < rank["crowd_eval"] < rank["voc_eval"] < rank["inference"]
+    assert rank["inference"] < rank["coco_eval"]
+    assert rank["viz"] < rank["evaluate"]  # the facade re-exports the plots too
+    assert imports_of(PACKAGE / "detect.py") <= {"boxes"}  # running a model on files is rssd.inference
+
+
+def test_new_code_imports_evaluation_from_its_homes():
+    """``rssd.evaluate`` only re-exports (old imports keep working); rssd, notebooks and benchmarks use the homes."""
+    import json
+
+    root = PACKAGE.parent
+    users = [p for p in PACKAGE.rglob("*.py") if p.name != "evaluate.py" and "evaluate" in imports_of(p)]
+    users += [p for p in sorted((root / "benchmarks").glob("*.py")) if "evaluate" in imports_of(p)]
+    for nb in sorted((root / "notebooks").glob("*.ipynb")):
+        cells = json.loads(nb.read_text())["cells"]
+        code = "\n".join("".join(c["source"]) for c in cells if c["cell_type"] == "code")
+        if re.search(r"\brssd\.evaluate\b|from rssd import evaluate\b", code):
+            users.append(nb)
+    assert not users, [str(p.relative_to(root)) for p in users]

@@ -10,9 +10,9 @@ training configuration, the loss **variants** (:class:`rssd.config.TrainConfig` 
   ``eval_every`` iterations, for the learning curves and for every choice made about the grid; ``test`` is
   evaluated once per run, with its last checkpoint, for the final table.
 * **What is measured on test.** AP50 (VOC07 11-point) over all objects; the crowd subset under ``remove`` and
-  ``ignore``; MR^-2 of ``person``; AP and MR^-2 per occlusion level (:data:`rssd.evaluate.OCCLUSION_SUBSETS`, with
+  ``ignore``; MR^-2 of ``person``; AP and MR^-2 per occlusion level (:data:`rssd.crowd_eval.OCCLUSION_SUBSETS`, with
   the grid's ``min_height``); AP and MR^-2 against the NMS IoU threshold (``nms_sweep``, one forward pass); the
-  error kinds of :func:`rssd.evaluate.classify_detections` (and the missed objects) on the test images that hold
+  error kinds of :func:`rssd.crowd_eval.classify_detections` (and the missed objects) on the test images that hold
   crowd objects, counted at ``error_score``.
 * **Resumable.** Each run writes ``RESULTS/runs/<variant>-s<seed>.json`` as it goes (atomically): the learning
   curve point by point, then the test metrics and ``"status": "done"``. A finished run is never redone; an
@@ -208,7 +208,7 @@ def machine() -> dict[str, Any]:
 
 # ---------------------------------------------------------------------------------------------------- evaluation
 def _val_point(model: Any, dataset: Any, gt: Sequence[Any]) -> dict[str, float | None]:
-    from rssd.evaluate import evaluate_predictions, predict
+    from rssd.inference import evaluate_predictions, predict
 
     preds = predict(model, dataset, progress=False)
     full = evaluate_predictions(preds, gt)
@@ -222,8 +222,8 @@ def _val_point(model: Any, dataset: Any, gt: Sequence[Any]) -> dict[str, float |
 
 def _error_kinds(dataset: Any, preds: Any, score: float) -> dict[str, int]:
     """Error kinds (and missed objects) of the detections scoring ``>= score`` on the images with crowd objects."""
+    from rssd.crowd_eval import ERROR_KINDS, classify_detections
     from rssd.data.crowd import crowd_mask
-    from rssd.evaluate import ERROR_KINDS, classify_detections
 
     counts = dict.fromkeys([*ERROR_KINDS, "missed"], 0)
     images = 0
@@ -251,8 +251,9 @@ def _error_kinds(dataset: Any, preds: Any, score: float) -> dict[str, int]:
 
 def evaluate_run(model: Any, grid: Grid, dataset: Any, gt: Sequence[Any] | None = None) -> dict[str, Any]:
     """Everything the crowd experiment measures on one model and one split (see the module docstring)."""
+    from rssd.crowd_eval import OCCLUSION_SUBSETS
     from rssd.detect import DetectConfig
-    from rssd.evaluate import OCCLUSION_SUBSETS, evaluate_predictions, ground_truth_of, predict_many
+    from rssd.inference import evaluate_predictions, ground_truth_of, predict_many
 
     gt = ground_truth_of(dataset) if gt is None else gt
     sweep = [float(t) for t in grid.nms_sweep]
@@ -316,7 +317,7 @@ def run_one(
     Raises:
         ValueError: the run's JSON was made with another configuration (delete it to run again).
     """
-    from rssd.evaluate import ground_truth_of
+    from rssd.inference import ground_truth_of
     from rssd.train import history_from_csv
 
     path = _result_path(Path(results_dir), variant, seed)
@@ -714,14 +715,15 @@ def plot_gallery(
 
     Reads the runs' last checkpoints (``RUNS/<grid>/<variant>-s<seed>/last.pt``); ``seed`` defaults to the first
     seed for which every variant has one. Detections scoring at least ``score`` (default the grid's
-    ``error_score``) are drawn, coloured by :func:`rssd.evaluate.classify_detections`. Returns the figure's path
+    ``error_score``) are drawn, coloured by :func:`rssd.crowd_eval.classify_detections`. Returns the figure's path
     (``out``, default ``RUNS/<grid>/crowd_gallery.png``), or ``None`` when no seed has every checkpoint.
     """
     plt = _pyplot()
 
+    from rssd.crowd_eval import classify_detections
     from rssd.data.crowd import crowd_mask
-    from rssd.detect import DetectConfig, detect_frames
-    from rssd.evaluate import classify_detections
+    from rssd.detect import DetectConfig
+    from rssd.inference import detect_frames
     from rssd.train import load_model
     from rssd.viz import as_numpy_image, show_detection_errors
 
