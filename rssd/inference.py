@@ -1,13 +1,26 @@
-"""Running a model: over a dataset (predictions to score) and over image and video files (``rssd detect``).
+"""Running a model: over a dataset (predictions to score), over image and video files (``rssd detect``), on frames.
 
-Moved here from :mod:`rssd.evaluate` (``predict`` and its kin) and :mod:`rssd.detect` (the files), unchanged.
+Every path runs the network the same way:
+
+1. :func:`inference_settings` is the one rule for *how* (:func:`prepare_model` applies it to a model): on the
+   model's device; bf16 autocast on CUDA and float32 elsewhere; channels_last (NHWC) weights, faster on CPU and GPU
+   with the same detections; pinned host memory when the device is CUDA.
+2. Inputs (dataset items, image files, video frames, frames in memory) become the model's input with its own eval
+   transform (:class:`rssd.data.SSDEvalTransform` with ``model.image_size`` and ``model.normalization``) and keep
+   their original size; one DataLoader (:func:`_loader`) batches them.
+3. The network runs in inference mode; :func:`rssd.detect.detect` post-processes its float32 outputs, boxes in each
+   image's original pixels (rssd's convention, DEVELOPERS.md).
+
+So ``rssd detect``, ``rssd evaluate --checkpoint``, :func:`predict` in the notebooks and the experiments give the
+same detections for the same image (``tests/test_inference.py`` checks it).
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -15,20 +28,222 @@ from typing import Any
 import numpy as np
 import torch
 from torch import Tensor
+from torch.utils.data import DataLoader, Dataset, IterableDataset
 
-from rssd.data.common import IMAGE_SUFFIXES
+from rssd.data.common import IMAGE_SUFFIXES, ImageReadError, load_image, make_target
 from rssd.detect import DetectConfig, detect
+from rssd.palette import class_color, to_bgr
 from rssd.voc_eval import VOCResult, evaluate_voc
 from rssd.voc_records import ClassDetections, GroundTruthLike, detections_to_voc, gt_from_targets
 
 __all__ = [
-    "Predictions", "predict", "predict_many", "ground_truth_of", "evaluate_predictions", "IMAGE_SUFFIXES",
-    "VIDEO_SUFFIXES", "expand_inputs", "draw_detections", "detect_frames", "detect_files",
+    "InferenceSettings", "inference_settings", "prepare_model", "Predictions", "predict", "predict_many",
+    "ground_truth_of", "evaluate_predictions", "detect_frames", "IMAGE_SUFFIXES", "VIDEO_SUFFIXES", "expand_inputs",
+    "draw_detections", "detect_files",
 ]  # fmt: skip
+
+#: File suffixes ``rssd detect`` reads as videos (images: :data:`rssd.data.common.IMAGE_SUFFIXES`).
+VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v")
 
 
 # ----------------------------------------------------------------------------------------------------------------
-# Running a model over a dataset
+# How a model runs
+
+
+@dataclass(frozen=True)
+class InferenceSettings:
+    """How the network runs for inference (:func:`inference_settings`).
+
+    Attributes:
+        device: where the model and its inputs are.
+        autocast_dtype: the autocast dtype of the forward pass, ``None`` for plain float32.
+        channels_last: NHWC weights (``model.to(memory_format=torch.channels_last)``).
+    """
+
+    device: torch.device
+    autocast_dtype: torch.dtype | None
+    channels_last: bool = True
+
+    @property
+    def pin_memory(self) -> bool:
+        """Pinned host memory for the batches (and non-blocking copies): only worth it towards a CUDA device."""
+        return self.device.type == "cuda"
+
+    def autocast(self) -> contextlib.AbstractContextManager:
+        """The autocast context of the forward pass (a no-op without ``autocast_dtype``)."""
+        if self.autocast_dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=self.autocast_dtype)
+
+
+def inference_settings(device: str | torch.device) -> InferenceSettings:
+    """The one rule every inference path follows: bf16 autocast on CUDA, float32 elsewhere; channels_last always.
+
+    bf16 keeps float32's range (an SSD's logits and offsets never overflow it) and is what training uses on CUDA
+    (``TrainConfig.amp``); CPUs and Apple's MPS run float32, where bf16 is slower or less well supported.
+
+    Args:
+        device: e.g. ``"cpu"``, ``"cuda:1"``, ``torch.device("mps")`` (only its type matters; it is not opened).
+    """
+    device = torch.device(device)
+    return InferenceSettings(device, torch.bfloat16 if device.type == "cuda" else None, channels_last=True)
+
+
+def prepare_model(model: torch.nn.Module) -> InferenceSettings:
+    """Put ``model`` in eval mode (and channels_last) for inference on its device; returns the settings used."""
+    settings = inference_settings(next(model.parameters()).device)
+    model.eval()
+    if settings.channels_last:
+        model.to(memory_format=torch.channels_last)
+    return settings
+
+
+def _forward(model: torch.nn.Module, images: Tensor, settings: InferenceSettings) -> tuple[Tensor, Tensor]:
+    """``(loc, conf)`` in float32 for a batch of model inputs ``(N, 3, S, S)`` (inference mode, autocast)."""
+    images = images.to(settings.device, non_blocking=settings.pin_memory)
+    with torch.inference_mode(), settings.autocast():
+        loc, conf = model(images)
+    return loc.float(), conf.float()
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Inputs, one DataLoader
+
+
+def _eval_transform(model: Any):
+    from rssd.data.transforms import SSDEvalTransform
+
+    return SSDEvalTransform(model.image_size, model.normalization)
+
+
+def _model_input(transform: Any, image: Tensor) -> Tensor:
+    """The model input of a uint8 RGB ``(3, H, W)`` image that has no target."""
+    from torchvision import tv_tensors
+
+    empty = make_target(torch.zeros(0, 4), [], [], "", tuple(image.shape[-2:]))
+    return transform(tv_tensors.Image(image), empty)[0]
+
+
+class _DatasetInputs(Dataset):
+    """Dataset items ``(image, target)`` -> ``(model input, {"image_id", "size"})`` (the GT is read elsewhere)."""
+
+    def __init__(self, dataset: Any, transform: Any) -> None:
+        self.dataset, self.transform = dataset, transform
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, i: int) -> tuple[Tensor, dict[str, Any]]:
+        image, target = self.dataset[i]
+        x, _ = self.transform(image, target)
+        return x, {"image_id": str(target["image_id"]), "size": tuple(int(v) for v in target["orig_size"])}
+
+
+class _ImageFiles(Dataset):
+    """Image files -> ``(model input, {"path", "size", "image"})``; an unreadable file gives ``(None, {"error"})``."""
+
+    def __init__(self, paths: Sequence[Path], transform: Any) -> None:
+        self.paths, self.transform = list(paths), transform
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, i: int) -> tuple[Tensor | None, dict[str, Any]]:
+        path = self.paths[i]
+        try:
+            image = load_image(path)  # what the datasets read images with
+        except (ImageReadError, FileNotFoundError) as e:
+            reason = str(e).removeprefix(f"{path}: ")
+            return None, {"path": path, "error": f"{path}: cannot be read as an image ({reason})"}
+        meta = {"path": path, "size": tuple(image.shape[-2:]), "image": image.as_subclass(Tensor)}
+        return _model_input(self.transform, image), meta
+
+
+class _VideoFrames(IterableDataset):
+    """The frames of an opened ``cv2.VideoCapture`` -> ``(model input, {"size", "bgr"})``, in order."""
+
+    def __init__(self, capture: Any, transform: Any) -> None:
+        self.capture, self.transform = capture, transform
+
+    def __iter__(self) -> Iterator[tuple[Tensor, dict[str, Any]]]:
+        while True:
+            ok, bgr = self.capture.read()
+            if not ok:
+                return
+            rgb = torch.from_numpy(np.ascontiguousarray(bgr[:, :, ::-1])).permute(2, 0, 1).contiguous()
+            yield _model_input(self.transform, rgb), {"size": bgr.shape[:2], "bgr": bgr}
+
+
+class _Frames(Dataset):
+    """RGB uint8 ``(H, W, 3)`` arrays -> ``(model input, {"size"})``."""
+
+    def __init__(self, frames_rgb: Sequence[np.ndarray], transform: Any) -> None:
+        self.frames, self.transform = frames_rgb, transform
+
+    def __len__(self) -> int:
+        return len(self.frames)
+
+    def __getitem__(self, i: int) -> tuple[Tensor, dict[str, Any]]:
+        frame = np.asarray(self.frames[i])
+        image = torch.from_numpy(np.ascontiguousarray(frame)).permute(2, 0, 1).contiguous()
+        return _model_input(self.transform, image), {"size": frame.shape[:2]}
+
+
+def _collate(batch: list[tuple[Tensor | None, dict[str, Any]]]) -> tuple[Tensor | None, list[dict[str, Any]]]:
+    inputs = [x for x, _ in batch if x is not None]
+    return (torch.stack(inputs) if inputs else None), [meta for _, meta in batch]
+
+
+def _loader(inputs: Dataset, settings: InferenceSettings, batch_size: int, workers: int = 0) -> DataLoader:
+    """The DataLoader of every inference path: ``(inputs (N, 3, S, S) or None, metadata per item)`` batches."""
+    return DataLoader(
+        inputs, batch_size=batch_size, num_workers=workers, collate_fn=_collate, pin_memory=settings.pin_memory
+    )
+
+
+def _run(
+    model: Any,
+    inputs: Dataset,
+    configs: Sequence[DetectConfig | None],
+    *,
+    batch_size: int,
+    workers: int = 0,
+    bar: Any = None,
+) -> Iterator[tuple[list[dict[str, Any]], list[list[dict[str, Tensor] | None]], list[float]]]:
+    """Model and post-processing over ``inputs``, batch by batch.
+
+    Yields:
+        ``(metadata, detections, seconds)``: the batch's metadata; for each config, one detection dict per item
+        (CPU tensors; ``None`` for an item that failed to load, whose metadata holds an ``"error"``); for each
+        config, the seconds its post-processing took.
+    """
+    settings = prepare_model(model)
+    priors = model.priors.to(settings.device)
+    for images, metas in _loader(inputs, settings, batch_size, workers):
+        ok = [k for k, m in enumerate(metas) if "error" not in m]
+        dets: list[list[dict[str, Tensor] | None]] = [[None] * len(metas) for _ in configs]
+        seconds = [0.0] * len(configs)
+        if images is not None:
+            loc, conf = _forward(model, images, settings)
+            sizes = [metas[k]["size"] for k in ok]
+            for c, config in enumerate(configs):
+                t0 = time.perf_counter()
+                for k, d in zip(ok, detect(loc, conf, priors, sizes, config), strict=True):
+                    dets[c][k] = {key: v.cpu() for key, v in d.items()}
+                seconds[c] = time.perf_counter() - t0
+        if bar is not None:
+            bar.update(len(metas))
+        yield metas, dets, seconds
+
+
+def _progress(total: int | None, desc: str, unit: str, enabled: bool):
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc=desc, unit=unit, disable=not enabled)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Over a dataset: predictions to score
 
 
 @dataclass
@@ -56,40 +271,19 @@ class Predictions:
         return detections_to_voc(self.image_ids, self.outputs, self.classes)
 
 
-class _EvalItems:
-    """Dataset items for inference: the model input and the original size and id (the GT is read elsewhere)."""
-
-    def __init__(self, dataset: Any, transform: Any) -> None:
-        self.dataset, self.transform = dataset, transform
-
-    def __len__(self) -> int:
-        return len(self.dataset)
-
-    def __getitem__(self, i: int) -> tuple[Any, str, tuple[int, int]]:
-        image, target = self.dataset[i]
-        x, _ = self.transform(image, target)
-        return x, str(target["image_id"]), tuple(int(v) for v in target["orig_size"])
-
-
-def _collate_eval(batch: list[tuple[Any, str, tuple[int, int]]]):
-    import torch
-
-    return torch.stack([b[0] for b in batch]), [b[1] for b in batch], [b[2] for b in batch]
-
-
 def predict(
     model: Any,
     dataset: Any,
     *,
     batch_size: int = 16,
-    config: Any = None,
+    config: DetectConfig | None = None,
     workers: int = 0,
     progress: bool = True,
 ) -> Predictions:
     """Run ``model`` over an *untransformed* dataset (``rssd.data`` items) and post-process the outputs.
 
-    Images are resized and normalised as the model expects (:class:`rssd.data.SSDEvalTransform` with the model's
-    size and input convention); detections come back in each image's original pixels.
+    Images are resized and normalised as the model expects (module docstring); detections come back in each
+    image's original pixels.
 
     Args:
         model: an :class:`rssd.model.SSD` (put in eval mode and channels_last here; its device is used).
@@ -98,15 +292,13 @@ def predict(
         config: :class:`rssd.detect.DetectConfig` (default: the VOC protocol, score > 0.01).
         progress: a tqdm bar over the images.
     """
-    return predict_many(
-        model, dataset, [config], batch_size=batch_size, workers=workers, progress=progress
-    )[0]
+    return predict_many(model, dataset, [config], batch_size=batch_size, workers=workers, progress=progress)[0]
 
 
 def predict_many(
     model: Any,
     dataset: Any,
-    configs: Sequence[Any],
+    configs: Sequence[DetectConfig | None],
     *,
     batch_size: int = 16,
     workers: int = 0,
@@ -118,37 +310,17 @@ def predict_many(
     back per config, in order (each one's ``seconds`` is the shared forward time plus its own post-processing).
     Used for sweeps such as the NMS threshold of :mod:`rssd.experiments.crowd`.
     """
-    import torch
-    from torch.utils.data import DataLoader
-    from tqdm.auto import tqdm
-
-    from rssd.data import SSDEvalTransform
-
-    model.eval().to(memory_format=torch.channels_last)  # NHWC: about 1.6x faster on CPU, same detections
-    device = next(model.parameters()).device
-    cuda = device.type == "cuda"
-    loader = DataLoader(
-        _EvalItems(dataset, SSDEvalTransform(model.image_size, model.normalization)), batch_size=batch_size,
-        num_workers=workers, collate_fn=_collate_eval, pin_memory=cuda,
-    )  # fmt: skip
-    priors = model.priors.to(device)
     ids: list[str] = []
     outputs: list[list[dict[str, Any]]] = [[] for _ in configs]
     post = [0.0] * len(configs)
     t0 = time.perf_counter()
-    with torch.inference_mode(), tqdm(total=len(dataset), desc="detect", unit="img", disable=not progress) as bar:
-        for images, batch_ids, sizes in loader:
-            images = images.to(device, non_blocking=True)
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cuda):
-                loc, conf = model(images)
-            loc, conf = loc.float(), conf.float()
-            for k, config in enumerate(configs):
-                t1 = time.perf_counter()
-                dets = detect(loc, conf, priors, sizes, config)
-                outputs[k].extend({key: v.cpu() for key, v in d.items()} for d in dets)
-                post[k] += time.perf_counter() - t1
-            ids.extend(batch_ids)
-            bar.update(len(batch_ids))
+    inputs = _DatasetInputs(dataset, _eval_transform(model))
+    with _progress(len(dataset), "detect", "img", progress) as bar:
+        for metas, dets, seconds in _run(model, inputs, configs, batch_size=batch_size, workers=workers, bar=bar):
+            ids.extend(m["image_id"] for m in metas)
+            for c in range(len(configs)):
+                outputs[c].extend(dets[c])
+                post[c] += seconds[c]
     forward = time.perf_counter() - t0 - sum(post)
     classes = tuple(dataset.classes)
     return [Predictions(list(ids), out, classes, forward + p) for out, p in zip(outputs, post, strict=True)]
@@ -178,9 +350,18 @@ def evaluate_predictions(
 
 
 # ----------------------------------------------------------------------------------------------------------------
-# Applying a model to image and video files (``rssd detect``)
+# On frames and files (``rssd detect``)
 
-VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v")
+
+def detect_frames(
+    model: torch.nn.Module, frames_rgb: Sequence[np.ndarray], config: DetectConfig | None = None
+) -> list[dict[str, Tensor]]:
+    """Detections (pixels, CPU tensors) on RGB uint8 ``(H, W, 3)`` arrays, in one batch, as in evaluation."""
+    out: list[dict[str, Tensor]] = []
+    inputs = _Frames(frames_rgb, _eval_transform(model))
+    for _, (dets,), _ in _run(model, inputs, [config], batch_size=max(len(frames_rgb), 1)):
+        out.extend(dets)
+    return out
 
 
 def expand_inputs(inputs: Sequence[str]) -> list[Path]:
@@ -190,38 +371,34 @@ def expand_inputs(inputs: Sequence[str]) -> list[Path]:
         FileNotFoundError: an input does not exist, or a folder holds no image or video.
         ValueError: a file is neither an image nor a video (by its suffix).
     """
+    suffixes = IMAGE_SUFFIXES + VIDEO_SUFFIXES
     files: list[Path] = []
     for name in inputs:
         path = Path(name).expanduser()
         if path.is_dir():
-            found = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES + VIDEO_SUFFIXES)
+            found = sorted(p for p in path.iterdir() if p.suffix.lower() in suffixes)
             if not found:
                 raise FileNotFoundError(f"{path}: no image or video files in this folder")
             files.extend(found)
         elif path.is_file():
-            if path.suffix.lower() not in IMAGE_SUFFIXES + VIDEO_SUFFIXES:
-                raise ValueError(f"{path}: not an image or video file (suffixes {IMAGE_SUFFIXES + VIDEO_SUFFIXES})")
+            if path.suffix.lower() not in suffixes:
+                raise ValueError(f"{path}: not an image or video file (suffixes {suffixes})")
             files.append(path)
         else:
             raise FileNotFoundError(f"{path}: no such file or folder")
     return files
 
 
-def _palette(k: int) -> tuple[int, int, int]:
-    """A distinct BGR colour for class ``k``."""
-    import colorsys
+def draw_detections(frame_bgr: np.ndarray, det: dict[str, Tensor], classes: Sequence[str]) -> np.ndarray:
+    """Draw detections (pixels) with class names and scores on a BGR uint8 image, in place; returns it.
 
-    r, g, b = colorsys.hsv_to_rgb((k * 0.618034) % 1.0, 0.85, 0.95)
-    return int(b * 255), int(g * 255), int(r * 255)
-
-
-def draw_detections(frame_bgr, det: dict[str, Tensor], classes: Sequence[str]):
-    """Draw detections (pixels) with class names and scores on a BGR uint8 image, in place; returns it."""
+    Colours are the classes' (:func:`rssd.palette.class_color`), as in the notebooks' figures.
+    """
     import cv2
 
     for box, score, label in zip(det["boxes"].tolist(), det["scores"].tolist(), det["labels"].tolist(), strict=True):
         x1, y1, x2, y2 = (round(v) for v in box)
-        color = _palette(int(label))
+        color = to_bgr(class_color(int(label)))
         cv2.rectangle(frame_bgr, (x1, y1), (x2, y2), color, 2)
         text = f"{classes[int(label) - 1]} {score:.2f}"
         (tw, th), _ = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, 0.45, 1)
@@ -230,31 +407,69 @@ def draw_detections(frame_bgr, det: dict[str, Tensor], classes: Sequence[str]):
     return frame_bgr
 
 
-def detect_frames(model: torch.nn.Module, frames_rgb: Sequence, config: DetectConfig) -> list[dict[str, Tensor]]:
-    """Detections (pixels) on RGB uint8 ``(H, W, 3)`` arrays, preprocessed as in evaluation."""
-    from torchvision import tv_tensors
-
-    from rssd.data.common import make_target
-    from rssd.data.transforms import SSDEvalTransform
-
-    transform = SSDEvalTransform(model.image_size, model.normalization)
-    device = next(model.parameters()).device
-    inputs, sizes = [], []
-    for frame in frames_rgb:
-        image = tv_tensors.Image(torch.from_numpy(frame).permute(2, 0, 1).contiguous())
-        empty = make_target(torch.zeros(0, 4), [], [], "", frame.shape[:2])
-        inputs.append(transform(image, empty)[0])
-        sizes.append(frame.shape[:2])
-    with torch.inference_mode():
-        loc, conf = model(torch.stack(inputs).to(device))
-    return [{k: v.cpu() for k, v in d.items()} for d in detect(loc.float(), conf.float(), model.priors, sizes, config)]
-
-
 def _det_json(det: dict[str, Tensor], classes: Sequence[str]) -> list[dict[str, Any]]:
     return [
         {"class": classes[int(c) - 1], "label": int(c), "score": round(float(s), 5), "box": [round(v, 2) for v in b]}
         for b, s, c in zip(det["boxes"].tolist(), det["scores"].tolist(), det["labels"].tolist(), strict=True)
     ]
+
+
+def _detect_images(
+    model: Any, classes: Sequence[str], paths: Sequence[Path], out: Path, config: DetectConfig, batch_size: int,
+    progress: bool,
+) -> tuple[list[dict[str, Any]], list[str]]:  # fmt: skip
+    """Annotated copies ``OUT/<name>.jpg`` of image files; their entries of ``detections.json`` and the errors."""
+    import cv2
+
+    entries, errors = [], []
+    with _progress(len(paths), "images", "img", progress and bool(paths)) as bar:
+        for metas, (dets,), _ in _run(model, _ImageFiles(paths, _eval_transform(model)), [config],
+                                      batch_size=batch_size, bar=bar):  # fmt: skip
+            for meta, det in zip(metas, dets, strict=True):
+                if det is None:
+                    errors.append(meta["error"])
+                    continue
+                bgr = np.ascontiguousarray(meta["image"].permute(1, 2, 0).numpy()[:, :, ::-1])
+                target = out / f"{meta['path'].stem}.jpg"
+                cv2.imwrite(str(target), draw_detections(bgr, det, classes))
+                h, w = meta["size"]
+                entries.append({"file": str(meta["path"]), "output": str(target), "width": w, "height": h,
+                                "detections": _det_json(det, classes)})  # fmt: skip
+    return entries, errors
+
+
+def _detect_video(
+    model: Any, classes: Sequence[str], path: Path, out: Path, config: DetectConfig, batch_size: int, progress: bool
+) -> tuple[dict[str, Any] | None, str | None]:
+    """Every frame of a video annotated into ``OUT/<name>.mp4``; its ``detections.json`` entry, or an error."""
+    import cv2
+
+    cap = cv2.VideoCapture(str(path))
+    if not cap.isOpened():
+        return None, f"{path}: cannot be opened as a video"
+    fps = cap.get(cv2.CAP_PROP_FPS) or 25.0
+    total = int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) or None
+    target = out / f"{path.stem}.mp4"
+    writer = None
+    entry: dict[str, Any] = {"file": str(path), "output": str(target), "fps": fps, "frames": []}
+    try:
+        with _progress(total, path.name, "frame", progress) as bar:
+            frames = _VideoFrames(cap, _eval_transform(model))
+            for metas, (dets,), _ in _run(model, frames, [config], batch_size=batch_size, bar=bar):
+                for meta, det in zip(metas, dets, strict=True):
+                    if writer is None:
+                        h, w = meta["size"]
+                        entry.update(width=w, height=h)
+                        writer = cv2.VideoWriter(str(target), cv2.VideoWriter_fourcc(*"mp4v"), fps, (w, h))
+                    writer.write(draw_detections(meta["bgr"], det, classes))
+                    entry["frames"].append(_det_json(det, classes))
+    finally:
+        cap.release()
+        if writer is not None:
+            writer.release()
+    if not entry["frames"]:
+        return None, f"{path}: no frame could be decoded"
+    return entry, None
 
 
 def detect_files(
@@ -275,75 +490,20 @@ def detect_files(
     Returns:
         The JSON document that was written.
     """
-    import cv2
-    from tqdm.auto import tqdm
-
     cfg = config or DetectConfig(score_threshold=0.5)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     files = expand_inputs(inputs)
     images = [f for f in files if f.suffix.lower() in IMAGE_SUFFIXES]
     videos = [f for f in files if f.suffix.lower() in VIDEO_SUFFIXES]
-    doc: dict[str, Any] = {"classes": list(classes), "score_threshold": cfg.score_threshold, "images": [],
-                           "videos": [], "errors": []}  # fmt: skip
-    model.eval().to(memory_format=torch.channels_last)  # NHWC: faster convolutions on CPU and GPU
-
-    with tqdm(total=len(images), desc="images", unit="img", disable=not progress or not images) as bar:
-        for start in range(0, len(images), batch_size):
-            batch, frames = [], []
-            for path in images[start : start + batch_size]:
-                bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
-                if bgr is None:
-                    doc["errors"].append(f"{path}: cannot be read as an image (missing, corrupt or unsupported)")
-                    continue
-                batch.append((path, bgr))
-                frames.append(np.ascontiguousarray(bgr[:, :, ::-1]))
-            dets = detect_frames(model, frames, cfg) if frames else []
-            for (path, bgr), det in zip(batch, dets, strict=True):
-                target = out / f"{path.stem}.jpg"
-                cv2.imwrite(str(target), draw_detections(bgr, det, classes))
-                doc["images"].append({"file": str(path), "output": str(target), "width": bgr.shape[1],
-                                      "height": bgr.shape[0], "detections": _det_json(det, classes)})  # fmt: skip
-            bar.update(len(images[start : start + batch_size]))
-
+    entries, errors = _detect_images(model, classes, images, out, cfg, batch_size, progress)
+    doc: dict[str, Any] = {"classes": list(classes), "score_threshold": cfg.score_threshold, "images": entries,
+                           "videos": [], "errors": errors}  # fmt: skip
     for path in videos:
-        cap = cv2.VideoCapture(str(path))
-        if not cap.isOpened():
-            doc["errors"].append(f"{path}: cannot be opened as a video")
-            continue
-        fps = cap.get(cv2.CAP_PROP_FPS) or 25.0
-        total = int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) or None
-        target = out / f"{path.stem}.mp4"
-        writer = None
-        entry: dict[str, Any] = {"file": str(path), "output": str(target), "fps": fps, "frames": []}
-        with tqdm(total=total, desc=path.name, unit="frame", disable=not progress) as bar:
-            done = False
-            while not done:
-                chunk = []
-                while len(chunk) < batch_size:
-                    ok, bgr = cap.read()
-                    if not ok:
-                        done = True
-                        break
-                    chunk.append(bgr)
-                if not chunk:
-                    break
-                dets = detect_frames(model, [np.ascontiguousarray(f[:, :, ::-1]) for f in chunk], cfg)
-                for bgr, det in zip(chunk, dets, strict=True):
-                    if writer is None:
-                        h, w = bgr.shape[:2]
-                        entry.update(width=w, height=h)
-                        writer = cv2.VideoWriter(str(target), cv2.VideoWriter_fourcc(*"mp4v"), fps, (w, h))
-                    writer.write(draw_detections(bgr, det, classes))
-                    entry["frames"].append(_det_json(det, classes))
-                bar.update(len(chunk))
-        cap.release()
-        if writer is not None:
-            writer.release()
-        if not entry["frames"]:
-            doc["errors"].append(f"{path}: no frame could be decoded")
-            continue
-        doc["videos"].append(entry)
-
+        entry, error = _detect_video(model, classes, path, out, cfg, batch_size, progress)
+        if error is not None:
+            doc["errors"].append(error)
+        else:
+            doc["videos"].append(entry)
     (out / "detections.json").write_text(json.dumps(doc, indent=1) + "\n")
     return doc

@@ -1,7 +1,7 @@
 """Drawing helpers for the notebooks: plain matplotlib functions that also work headless (Agg).
 
 Images and boxes, dataset items, the repulsion and NMS views, and the evaluation plots (precision-recall curves,
-miss rate against FPPI).
+miss rate against FPPI). Colours come from :mod:`rssd.palette`, shared with ``rssd detect``'s annotated frames.
 
 Every function takes an optional ``ax`` and returns it (or the numbers it drew), so notebooks can compose them
 and interactive widgets can call them again on every change.
@@ -20,6 +20,7 @@ from matplotlib.patches import FancyArrow, Rectangle
 from torch import Tensor
 
 from rssd.losses import LOSS_TERMS
+from rssd.palette import COLORS, class_color
 
 if TYPE_CHECKING:
     from rssd.crowd_eval import MissRate
@@ -29,9 +30,6 @@ __all__ = [
     "as_numpy_image", "show_image", "draw_boxes", "repulsion_view", "LossPlot", "ERROR_COLORS", "show_detection_errors",
     "COLORS",
 ]  # fmt: skip
-
-#: A colour cycle that stays readable on photos.
-COLORS = ("#e6194b", "#3cb44b", "#4363d8", "#f58231", "#911eb4", "#42d4f4", "#f032e6", "#bfef45", "#469990")
 
 
 def _ax(ax: Axes | None, figsize: tuple[float, float] = (5, 5)) -> Axes:
@@ -78,14 +76,15 @@ def draw_boxes(
 ) -> Axes:
     """Draw ``(K, 4)`` corner boxes, multiplied by ``scale = (width, height)`` (for normalised boxes).
 
-    ``colors`` is one colour or one per box (default: the :data:`COLORS` cycle); ``texts`` one label per box.
+    ``colors`` is one colour or one per box (default: the :data:`rssd.palette.COLORS` cycle); ``texts`` one label
+    per box.
     """
     ax = _ax(ax)
     boxes = np.asarray(torch.as_tensor(boxes_xyxy, dtype=torch.float64).reshape(-1, 4))
     sx, sy = scale
     for i, (x1, y1, x2, y2) in enumerate(boxes):
         if colors is None:
-            c = COLORS[i % len(COLORS)]
+            c = class_color(i)
         elif isinstance(colors, str):
             c = colors
         else:
@@ -302,7 +301,7 @@ def show_item(
         style = ":" if difficult[i] else ("-" if in_crowd[i] or not crowd else "--")
         lw = linewidth * (1.5 if in_crowd[i] else 1.0)
         name = classes[labels[i] - 1] if classes is not None and 0 < labels[i] <= len(classes) else str(labels[i])
-        color = COLORS[int(labels[i]) % len(COLORS)]
+        color = class_color(int(labels[i]))
         texts = [name] if show_labels else None
         draw_boxes(boxes[i : i + 1], ax, colors=color, texts=texts, scale=scale, linestyle=style, linewidth=lw)
     ax.set_xlim(0, w)

@@ -1,4 +1,5 @@
-"""Running a checkpoint: predictions over a dataset, `rssd evaluate --checkpoint`, and `rssd detect` on files."""
+"""Running a checkpoint (rssd.inference): predictions over a dataset, `rssd evaluate --checkpoint`, `rssd detect` on
+files, and the one rule for device, autocast and memory format they share."""
 
 from __future__ import annotations
 
@@ -13,7 +14,18 @@ import torch
 from rssd.cli import main
 from rssd.config import TrainConfig
 from rssd.data import SYNTH_CLASSES, make_dataset
-from rssd.inference import Predictions, evaluate_predictions, ground_truth_of, predict
+from rssd.detect import DetectConfig
+from rssd.inference import (
+    Predictions,
+    _det_json,
+    detect_files,
+    detect_frames,
+    evaluate_predictions,
+    ground_truth_of,
+    inference_settings,
+    predict,
+    prepare_model,
+)
 from rssd.model import build_ssd
 from rssd.train import CHECKPOINT_FORMAT, load_model, save_checkpoint
 
@@ -142,3 +154,52 @@ def test_classify_detections_by_hand() -> None:
     assert kinds == ["tp", "duplicate", "between", "background", "poor-localisation", "background"]
     assert classify_detections([[0, 0, 1, 1]], [0.5], [1], [], []) == ["background"]
     assert classify_detections([], [], [], gt, [1, 1]) == []
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# One way to run a model
+
+
+def test_inference_settings_rule() -> None:
+    """bf16 autocast on CUDA only, channels_last everywhere, pinned memory towards CUDA (no device is opened)."""
+    for name in ("cuda", "cuda:1", torch.device("cuda", 0)):
+        s = inference_settings(name)
+        assert s.autocast_dtype == torch.bfloat16 and s.channels_last and s.pin_memory
+        assert s.device == torch.device(name)
+    for name in ("cpu", "mps", torch.device("cpu")):
+        s = inference_settings(name)
+        assert s.autocast_dtype is None and s.channels_last and not s.pin_memory
+    with inference_settings("cpu").autocast():  # float32 on CPU: no autocast at all
+        assert not torch.is_autocast_enabled("cpu")
+        assert (torch.ones(2, 2) @ torch.ones(2, 2)).dtype == torch.float32
+
+
+def test_prepare_model_sets_eval_and_channels_last() -> None:
+    model = build_ssd("ssd-cpu", len(SYNTH_CLASSES) + 1).train()
+    settings = prepare_model(model)
+    assert settings == inference_settings("cpu") and not model.training
+    conv = next(m for m in model.modules() if isinstance(m, torch.nn.Conv2d))
+    assert conv.weight.is_contiguous(memory_format=torch.channels_last)
+
+
+def test_detect_files_and_frames_equal_predict_on_the_same_images(tmp_path: Path) -> None:
+    """`rssd detect` (files), detect_frames (arrays) and predict (a dataset) run the model the same way."""
+    from rssd.data import VOC_CLASSES, load_image
+
+    torch.manual_seed(3)
+    model = build_ssd("ssd-cpu", len(VOC_CLASSES) + 1)
+    root = SAMPLES.parents[1]  # data/samples/VOCdevkit
+    dataset = make_dataset(f"voc:{root}:2007:test", keep_difficult=True)
+    config = DetectConfig(score_threshold=0.05)
+    preds = predict(model, dataset, batch_size=1, config=config, progress=False)
+    by_id = dict(zip(preds.image_ids, preds.outputs, strict=True))
+    doc = detect_files(model, VOC_CLASSES, [str(SAMPLES)], tmp_path / "out", config, batch_size=1, progress=False)
+    assert sorted(Path(i["file"]).stem for i in doc["images"]) == sorted(by_id) and not doc["errors"]
+    for entry in doc["images"]:
+        want = by_id[Path(entry["file"]).stem]
+        assert len(want["scores"]) > 0
+        assert entry["detections"] == _det_json(want, VOC_CLASSES)
+        frame = load_image(entry["file"]).permute(1, 2, 0).numpy()
+        (got,) = detect_frames(model, [frame], config)
+        for key in ("boxes", "scores", "labels"):
+            assert torch.equal(got[key], want[key]), key

@@ -62,9 +62,10 @@ def test_evaluation_and_inference_layers():
     """Scoring sits above the records it reads, inference above scoring; post-processing imports no data code."""
     rank = {m: k for k, m in enumerate(stated_order())}
     assert rank["detect"] < rank["voc_records"] < rank["crowd_eval"] < rank["voc_eval"] < rank["inference"]
-    assert rank["inference"] < rank["coco_eval"]
+    assert rank["inference"] < rank["coco_eval"] and rank["palette"] < min(rank["inference"], rank["viz"])
     assert rank["viz"] < rank["evaluate"]  # the facade re-exports the plots too
     assert imports_of(PACKAGE / "detect.py") <= {"boxes"}  # running a model on files is rssd.inference
+    assert not imports_of(PACKAGE / "palette.py")
 
 
 def test_new_code_imports_evaluation_from_its_homes():
