@@ -188,7 +188,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from rssd.data.voc import VOCFormatError, classes_of, load_voc_annotations
-    from rssd.voc_eval import evaluate_voc
+    from rssd.voc_eval import default_metric, evaluate_voc
     from rssd.voc_records import read_voc_results
 
     if args.checkpoint is not None:
@@ -197,7 +197,8 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
         raise SystemExit("rssd evaluate: --data goes with --checkpoint (a model to run over it)")
     if args.results is None or args.voc_root is None:
         raise SystemExit("rssd evaluate: --voc-root and --results are required")
-    metric = args.metric or ("voc07" if str(args.year) in ("2007", "07") else "all-point")
+    root = Path(args.voc_root).expanduser()
+    metric = args.metric or default_metric(root.name if (root / "Annotations").is_dir() else args.year)
     if metric == "coco" and args.subset != "all":
         raise SystemExit("rssd evaluate: --subset is scored with the VOC metrics only (drop --metric coco)")
     try:
@@ -252,7 +253,7 @@ def _evaluate_checkpoint(args: argparse.Namespace) -> int:
         )
         if tuple(dataset.classes) != tuple(ckpt["classes"]):
             raise ValueError(f"{spec} has classes {list(dataset.classes)}, the checkpoint {ckpt['classes']}")
-        metric = args.metric or ("coco" if spec.startswith("coco:") else "all-point" if ":2012" in spec else "voc07")
+        metric = args.metric or _default_metric(spec, dataset)
         if metric == "coco" and args.subset != "all":
             raise ValueError("--subset is scored with the VOC metrics only (drop --metric coco)")
         predictions = predict(model, dataset, batch_size=args.batch_size, config=_detect_config(args, 0.01))
@@ -282,6 +283,16 @@ def _evaluate_checkpoint(args: argparse.Namespace) -> int:
     return 0
 
 
+def _default_metric(spec: str, dataset) -> str:
+    """``--metric`` when not given: COCO's for ``coco:`` data, else the devkit's AP of the VOC year(s) it reads."""
+    if spec.startswith("coco:"):
+        return "coco"
+    from rssd.voc_eval import default_metric
+
+    year_dirs = getattr(dataset, "year_dirs", None)  # VOC-layout datasets: VOC2007/, VOC2012/ or their own folder
+    return default_metric("+".join(d.name for d in year_dirs) if year_dirs else None)
+
+
 def _add_evaluate(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "evaluate",
@@ -309,8 +320,9 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
     scoring = p.add_argument_group("scoring")
     scoring.add_argument(
         "--metric", choices=["voc07", "all-point", "coco"],
-        help="VOC's 11-point AP (default for 2007), all-point AP (other years), or COCO's metrics with pycocotools "
-        "(AP@[.5:.95], AP50, AP75, AP/AR by size; the default for coco: datasets)",
+        help="VOC's 11-point AP (default for VOC2007 and for data without a VOC year), all-point AP (default for "
+        "VOC2010 and later, e.g. 2012), or COCO's metrics with pycocotools (AP@[.5:.95], AP50, AP75, AP/AR by size; "
+        "the default for coco: datasets)",
     )  # fmt: skip
     scoring.add_argument(
         "--subset", choices=["all", "crowd", "reasonable", "bare", "partial", "heavy", "heavy-cp"], default="all",

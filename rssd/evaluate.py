@@ -3,7 +3,7 @@
 New code imports from where each name lives:
 
 * :mod:`rssd.voc_eval`: the devkit's scoring (``evaluate_voc``, ``VOCResult``, ``match_class``, ``average_precision``,
-  ``voc_iou``, ``format_table``, ``METRICS``);
+  ``voc_iou``, ``format_table``, ``METRICS``, ``default_metric``);
 * :mod:`rssd.voc_records`: GT records, per-class detections, result files and conversions (``GTRecord``,
   ``ClassDetections``, ``detections_to_voc``, ``gt_from_targets``, ``write_voc_results``, ``read_voc_results``);
 * :mod:`rssd.crowd_eval`: crowd and occlusion subsets, the log-average miss rate, error kinds (``crowd_subset``,

@@ -28,6 +28,10 @@ Everything is vectorised per class with numpy: detection-GT pairs within an imag
 GT of each detection is a segmented arg-max, and "first detection of each GT" is one ``np.unique`` (the devkit's
 greedy loop reduces to that, since a detection's best GT does not depend on which GTs are matched already).
 
+Which AP a dataset gets by default (:func:`default_metric`, the CLI's one rule): ``"all-point"`` for VOC2010 and
+later (VOC2012), the 11-point ``"voc07"`` for VOC2007 and for data that names no VOC year (synthetic scenes, custom
+VOC-layout folders: the metric of rssd's reported tables).
+
 Coordinates: GT records and :class:`rssd.voc_records.ClassDetections` hold boxes in VOC's 1-based inclusive pixel
 coordinates, as in the XML files and the result files; :mod:`rssd.voc_records` holds them, the result files and the
 conversions from rssd's pixel boxes (``(x1, y1, x2, y2)`` continuous, 0-based; DEVELOPERS.md).
@@ -53,6 +57,7 @@ from rssd.voc_records import ClassDetections, GroundTruthLike
 __all__ = [
     "METRICS",
     "Metric",
+    "default_metric",
     "ClassMatch",
     "VOCResult",
     "voc_iou",
@@ -65,6 +70,24 @@ __all__ = [
 Metric = Literal["voc07", "all-point"]
 #: AP variants: ``"voc07"`` (11-point, VOC2007's default) and ``"all-point"`` (VOC2010 and later).
 METRICS: tuple[str, ...] = ("voc07", "all-point")
+
+
+def default_metric(years: str | None) -> Metric:
+    """The devkit's AP for the VOC year(s) a dataset names: ``"all-point"`` from VOC2010 on, else ``"voc07"``.
+
+    Args:
+        years: as ``--year`` and ``voc:`` specs name them, parts joined by ``+``: ``"2007"``, ``"12"``,
+            ``"07+12"``, ``"VOC2012"``, or a folder name (``"synth"``); ``None`` for data without one.
+
+    Returns:
+        ``"all-point"`` when every part is a VOC year from 2010 on (VOC2012's metric); ``"voc07"`` (11-point) for
+        VOC2007, for a mix with it, and for data that names no VOC year (rssd's synthetic and custom data).
+    """
+    found = []
+    for part in str(years or "").split("+"):
+        part = part.strip().upper().removeprefix("VOC")
+        found.append(int(part) + (2000 if len(part) == 2 else 0) if part.isdigit() and len(part) in (2, 4) else None)
+    return "all-point" if all(y is not None and y >= 2010 for y in found) else "voc07"
 
 
 #: ``for t=0:0.1:1`` in the devkit, as MATLAB's colon operator computes it (see the module docstring).

@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 from rssd.cli import main
 from rssd.crowd_eval import MR_FPPI, crowd_subset, log_average_miss_rate
 from rssd.viz import plot_miss_rate, plot_pr_curves
-from rssd.voc_eval import average_precision, evaluate_voc, format_table, match_class, voc_iou
+from rssd.voc_eval import average_precision, default_metric, evaluate_voc, format_table, match_class, voc_iou
 from rssd.voc_records import (
     ClassDetections,
     GTRecord,
@@ -567,6 +567,34 @@ def test_cli_data_needs_a_checkpoint(tmp_path: Path) -> None:
     # --checkpoint mode itself is tested in test_inference.py
     with pytest.raises(SystemExit, match="--data goes with --checkpoint"):
         main(["evaluate", "--data", "synth"])
+
+
+def test_default_metric_one_rule() -> None:
+    """All-point AP from VOC2010 on (VOC2012), the 11-point metric for VOC2007, a mix with it, and other data."""
+    for years in ("2012", "12", "VOC2012", "voc2010", "2012+2010"):
+        assert default_metric(years) == "all-point", years
+    for years in ("2007", "07", "VOC2007", "07+12", "2007+2012", "synth", "my_data", "", None):
+        assert default_metric(years) == "voc07", years
+
+
+def test_cli_results_default_metric_from_the_year_folder(tmp_path: Path) -> None:
+    """``--year 12`` and a --voc-root that is the VOC2012 folder itself both mean VOC2012's all-point AP."""
+    from rssd.data.synthetic import SynthConfig, write_synthetic_voc
+    from rssd.data.voc import load_voc_annotations
+
+    year_dir = write_synthetic_voc(tmp_path / "VOCdevkit" / "VOC2012", 6, seed=3, config=SynthConfig(size=120),
+                                   progress=False)  # fmt: skip
+    records = load_voc_annotations(year_dir, split="test")
+    perfect = {c: dets([(r.image_id, 1.0, list(b)) for r in records for b, n in zip(r.boxes, r.names, strict=True)
+                        if n == c]) for c in ("person", "car", "dog")}  # fmt: skip
+    write_voc_results(perfect, tmp_path / "res", list(perfect))
+    out = tmp_path / "out.json"
+    for root, year, metric in ((year_dir.parent, "12", "all-point"), (year_dir, "2007", "all-point"),
+                               (year_dir.parent, "2012", "all-point")):  # fmt: skip
+        argv = ["evaluate", "--voc-root", str(root), "--year", year, "--split", "test", "--results",
+                str(tmp_path / "res"), "--json", str(out)]  # fmt: skip
+        assert main(argv) == 0
+        assert json.loads(out.read_text())["metric"] == metric, (root, year)
 
 
 # ------------------------------------------------------------------------------------------------------------------

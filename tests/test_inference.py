@@ -203,3 +203,20 @@ def test_detect_files_and_frames_equal_predict_on_the_same_images(tmp_path: Path
         (got,) = detect_frames(model, [frame], config)
         for key in ("boxes", "scores", "labels"):
             assert torch.equal(got[key], want[key]), key
+
+
+def test_evaluate_checkpoint_default_metric_follows_the_voc_year(checkpoint: Path, tmp_path: Path) -> None:
+    """VOC2012 data is scored with all-point AP, VOC2007 with the 11-point metric, however the year is spelt
+    (``voc:ROOT:12`` was scored with the 11-point metric before the CLI's two rules became one)."""
+    from rssd.data.synthetic import SynthConfig, write_synthetic_voc
+
+    root = tmp_path / "VOCdevkit"
+    write_synthetic_voc(root / "VOC2012", 10, seed=1, config=SynthConfig(size=160), progress=False)
+    (root / "VOC2007").symlink_to(root / "VOC2012")
+    expected = {"12": "all-point", "2012": "all-point", "07": "voc07", "2007": "voc07"}
+    for years, metric in expected.items():
+        out = tmp_path / f"{years}.json"
+        argv = ["evaluate", "--checkpoint", str(checkpoint), "--data", f"voc:{root}:{years}", "--split", "test",
+                "--out", str(tmp_path / "res"), "--json", str(out), "--batch-size", "4"]  # fmt: skip
+        assert main(argv) == 0
+        assert json.loads(out.read_text())["metric"] == metric, years
