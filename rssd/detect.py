@@ -259,6 +259,64 @@ def _crowd_nms(
     return torch.cat(keep), torch.cat(kept_scores)
 
 
+def _candidates(conf: Tensor, cfg: DetectConfig) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """Steps 1-2: ``(image, prior, class, score)`` of every candidate, ``(M,)`` each (class 0 is the first
+    foreground class); image-major, by decreasing score inside an image (ties: by prior, class)."""
+    n, p, c = conf.shape
+    num_fg = c - 1
+    # Rows (image, prior) that can hold a candidate: softmax(l)_c <= exp(l_c - max(l)), so a class whose logit
+    # is more than -log(threshold) below the row's maximum cannot pass. The softmax (the costly part on CPU) is
+    # then computed on those rows only, which with a trained model are a small fraction (the rest is background).
+    bound = math.log(cfg.score_threshold) - 1e-3 if cfg.score_threshold > 0 else -math.inf  # margin: rounding
+    fg_max = conf[..., 1:].amax(dim=-1)  # (N, P)
+    row_img, row_prior = torch.nonzero(fg_max - torch.maximum(fg_max, conf[..., 0]) > bound, as_tuple=True)
+    rows = conf.reshape(n * p, c).index_select(0, row_img * p + row_prior)  # (R, C); faster than conf[i, j]
+    scores = torch.softmax(rows, dim=-1)[:, 1:]  # (R, C-1)
+
+    # Candidates above the threshold, sorted by decreasing score (ties: by image, prior, class).
+    row, cls = torch.nonzero(scores > cfg.score_threshold, as_tuple=True)  # (M,) each
+    img, prior, cand_scores = row_img[row], row_prior[row], scores[row, cls]  # (M,) each
+    order = torch.argsort(cand_scores, descending=True, stable=True)
+    img, prior, cls, cand_scores = img[order], prior[order], cls[order], cand_scores[order]
+
+    # The top_k best of every (image, class) group (only sorted by group when some group has too many).
+    group = img * num_fg + cls  # (M,)
+    if group.numel() and int(torch.bincount(group).max()) > cfg.top_k:
+        by_group = torch.argsort(group, stable=True)  # by group, then by decreasing score
+        within = torch.zeros_like(group, dtype=torch.bool)
+        within[by_group] = _rank_in_groups(group[by_group], n * num_fg) < cfg.top_k
+        img, prior, cls, cand_scores = img[within], prior[within], cls[within], cand_scores[within]
+
+    # Image-major order (stable: decreasing score inside each image).
+    by_image = torch.argsort(img, stable=True)
+    return img[by_image], prior[by_image], cls[by_image], cand_scores[by_image]
+
+
+def _nms(
+    boxes: Tensor, scores: Tensor, img: Tensor, cls: Tensor, n: int, num_fg: int, cfg: DetectConfig
+) -> tuple[Tensor, Tensor]:
+    """Steps 4-5 on the candidates (image-major, by score): ``(keep, scores)``, ``keep`` the indices of at most
+    ``max_detections`` survivors per image (image-major, by decreasing score) and ``scores`` ``(M,)`` the
+    candidates' scores after NMS (Soft-NMS decays them)."""
+    device = boxes.device
+    per_image = cfg.nms_batching == "image" or (cfg.nms_batching == "auto" and device.type == "cpu")
+    # float64: torchvision offsets every group by group_id * (max + 1)
+    nms_dtype = torch.float32 if device.type == "mps" else torch.float64  # MPS has no float64
+    boxes64, scores64 = boxes.to(nms_dtype), scores.to(nms_dtype)
+    if cfg.nms != "greedy":  # Soft-NMS / DIoU-NMS: scores may change, so sort the survivors again
+        keep, new_scores = crowd_nms(boxes64, scores64, img * num_fg + cls, cfg, cfg.max_detections)
+        kept_scores = torch.zeros_like(scores)
+        kept_scores[keep] = new_scores.to(scores.dtype)
+        keep = keep[torch.argsort(kept_scores[keep], descending=True, stable=True)]
+    elif per_image:
+        counts = torch.bincount(img, minlength=n).tolist()
+        return _nms_per_image(boxes64, scores64, cls, counts, cfg), scores  # image-major, by score
+    else:
+        keep, kept_scores = batched_nms(boxes64, scores64, img * num_fg + cls, cfg.nms_iou), scores  # by score
+    keep = keep[torch.argsort(img[keep], stable=True)]  # image-major, by decreasing score inside
+    return keep[_rank_in_groups(img[keep], n) < cfg.max_detections], kept_scores
+
+
 def detect(
     loc: Tensor,
     conf: Tensor,
@@ -288,64 +346,18 @@ def detect(
         raise ValueError(f"priors have shape {tuple(priors_cxcywh.shape)}, expected ({loc.shape[1]}, 4)")
     n, p, c = conf.shape
     num_fg = c - 1  # foreground classes
-    device = loc.device
-    per_image = cfg.nms_batching == "image" or (cfg.nms_batching == "auto" and device.type == "cpu")
-
     with torch.no_grad():
-        # Rows (image, prior) that can hold a candidate: softmax(l)_c <= exp(l_c - max(l)), so a class whose logit
-        # is more than -log(threshold) below the row's maximum cannot pass. The softmax (the costly part on CPU) is
-        # then computed on those rows only, which with a trained model are a small fraction (the rest is background).
-        bound = math.log(cfg.score_threshold) - 1e-3 if cfg.score_threshold > 0 else -math.inf  # margin: rounding
-        fg_max = conf[..., 1:].amax(dim=-1)  # (N, P)
-        row_img, row_prior = torch.nonzero(fg_max - torch.maximum(fg_max, conf[..., 0]) > bound, as_tuple=True)
-        rows = conf.reshape(n * p, c).index_select(0, row_img * p + row_prior)  # (R, C); faster than conf[i, j]
-        scores = torch.softmax(rows, dim=-1)[:, 1:]  # (R, C-1)
-
-        # Candidates above the threshold, sorted by decreasing score (ties: by image, prior, class).
-        row, cls = torch.nonzero(scores > cfg.score_threshold, as_tuple=True)  # (M,) each
-        img, prior, cand_scores = row_img[row], row_prior[row], scores[row, cls]  # (M,) each
-        order = torch.argsort(cand_scores, descending=True, stable=True)
-        img, prior, cls, cand_scores = img[order], prior[order], cls[order], cand_scores[order]
-
-        # The top_k best of every (image, class) group (only sorted by group when some group has too many).
-        group = img * num_fg + cls  # (M,)
-        if group.numel() and int(torch.bincount(group).max()) > cfg.top_k:
-            by_group = torch.argsort(group, stable=True)  # by group, then by decreasing score
-            within = torch.zeros_like(group, dtype=torch.bool)
-            within[by_group] = _rank_in_groups(group[by_group], n * num_fg) < cfg.top_k
-            img, prior, cls, cand_scores = img[within], prior[within], cls[within], cand_scores[within]
-
-        # Image-major order (stable: decreasing score inside each image), then decode the candidates only.
-        by_image = torch.argsort(img, stable=True)
-        img, prior, cls, cand_scores = img[by_image], prior[by_image], cls[by_image], cand_scores[by_image]
-        cand_loc = loc.reshape(n * p, 4).index_select(0, img * p + prior)  # (M', 4)
-        cand_boxes = decode(cand_loc, priors_cxcywh.to(loc).index_select(0, prior))  # (M', 4)
+        img, prior, cls, cand_scores = _candidates(conf, cfg)  # (M,) each, image-major, by score inside
+        cand_loc = loc.reshape(n * p, 4).index_select(0, img * p + prior)  # (M, 4): decode the candidates only
+        cand_boxes = decode(cand_loc, priors_cxcywh.to(loc).index_select(0, prior))  # (M, 4)
         if cfg.clip:
             cand_boxes = cand_boxes.clamp(0.0, 1.0)
-        counts_all = torch.bincount(img, minlength=n)
-
-        # NMS (float64: torchvision offsets every group by group_id * (max + 1)), then at most max_detections.
-        nms_dtype = torch.float32 if device.type == "mps" else torch.float64  # MPS has no float64
-        boxes64, scores64 = cand_boxes.to(nms_dtype), cand_scores.to(nms_dtype)
-        kept_scores = cand_scores
-        if cfg.nms != "greedy":  # Soft-NMS / DIoU-NMS: scores may change, so sort the survivors again
-            keep, new_scores = crowd_nms(boxes64, scores64, img * num_fg + cls, cfg, cfg.max_detections)
-            kept_scores = torch.zeros_like(cand_scores)
-            kept_scores[keep] = new_scores.to(cand_scores.dtype)
-            keep = keep[torch.argsort(kept_scores[keep], descending=True, stable=True)]
-            keep = keep[torch.argsort(img[keep], stable=True)]  # image-major, by decreasing score inside
-            keep = keep[_rank_in_groups(img[keep], n) < cfg.max_detections]
-        elif per_image:
-            keep = _nms_per_image(boxes64, scores64, cls, counts_all.tolist(), cfg)  # image-major, by score
-        else:
-            keep = batched_nms(boxes64, scores64, img * num_fg + cls, cfg.nms_iou)  # by decreasing score
-            keep = keep[torch.argsort(img[keep], stable=True)]  # image-major, still by score inside
-            keep = keep[_rank_in_groups(img[keep], n) < cfg.max_detections]
+        keep, kept_scores = _nms(cand_boxes, cand_scores, img, cls, n, num_fg, cfg)
         counts = torch.bincount(img[keep], minlength=n).tolist()
 
         out_boxes = cand_boxes[keep]  # (K, 4)
         if image_sizes is not None:
-            sizes = _sizes_tensor(image_sizes, n, device).to(out_boxes.dtype)  # (N, 2) as (H, W)
+            sizes = _sizes_tensor(image_sizes, n, loc.device).to(out_boxes.dtype)  # (N, 2) as (H, W)
             out_boxes = out_boxes * sizes[:, [1, 0, 1, 0]][img[keep]]  # times (W, H, W, H)
         out_scores = kept_scores[keep]
         out_labels = cls[keep] + 1
