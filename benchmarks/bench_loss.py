@@ -28,6 +28,8 @@ faster than the per-image MultiBox + RepGT at batch 32 with 1-40 GTs.
 
     python benchmarks/bench_loss.py [--threads 2,1] [--rounds 15] [--batches 8,32] [--max-gts 5,40] [--device cpu|cuda]
 
+The last recorded run is in ``benchmarks/README.md``.
+
 ``OMP_WAIT_POLICY`` defaults to ``PASSIVE`` here (idle OpenMP workers spinning on a loaded machine make every
 small op wait for a core: see bench_detect.py); set it in the environment to override.
 """
