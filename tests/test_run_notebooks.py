@@ -64,3 +64,23 @@ def test_runs_a_notebook_in_smoke_mode_and_reports_a_failing_one(tmp_path: Path)
     pngs = sorted((out / "01_priors").glob("*.png"))
     assert len(pngs) == int(rows[0]["figures"]) > 0 and pngs[0].read_bytes()[:4] == b"\x89PNG"
     assert (out / "zz_bad.ipynb").is_file()  # the failing notebook is kept, up to its error
+
+
+def test_widget_cells_run_headless_and_keep_what_they_draw(tmp_path: Path) -> None:
+    # nbclient's emulation of the Output widget is off (headless_widgets): what `interactive` draws for its initial
+    # values is in the cell's own outputs (with the emulation it would sit in the widget's state instead).
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_code_cell(
+        "import ipywidgets as widgets\n"
+        "widgets.interactive(lambda x=3: print(f'drawn with x={x}'), x=widgets.IntSlider(value=3, max=9))"
+    )]  # fmt: skip
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    path = tmp_path / "zz_widget.ipynb"
+    nbformat.write(nb, path)
+    out = tmp_path / "out"
+    proc = subprocess.run([sys.executable, str(SCRIPT), str(path), "--out", str(out), "--timeout", "120"],
+                          capture_output=True, text=True, timeout=300, cwd=ROOT)  # fmt: skip
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    executed = nbformat.read(out / "zz_widget.ipynb", as_version=4)
+    text = "".join(o.get("text", "") for o in executed.cells[0].outputs if o.output_type == "stream")
+    assert "drawn with x=3" in text

@@ -88,9 +88,26 @@ def export_pngs(executed: Path, folder: Path) -> int:
     return count
 
 
+def headless_widgets() -> None:
+    """Let widget cells run headless: no emulation of ipywidgets' ``Output`` widget by nbclient.
+
+    nbclient mimics a front end's ``Output`` widget (what ``widgets.interactive`` draws into) by sending comm
+    messages to the kernel on the shell channel while it waits on that channel for the cell's reply; here that
+    left "Run All" waiting forever, at random, on a cell with ``widgets.interactive`` (three of four widget
+    notebooks at full size; known upstream as jupyter/nbclient#312). Without the emulation, what the widget's
+    function draws for its initial values lands in the cell's outputs (and in the exported PNGs), and nothing is
+    sent to the kernel.
+    """
+    from nbclient.client import NotebookClient
+
+    NotebookClient.on_comm_open_jupyter_widget = lambda self, msg: None
+
+
 def run_one(notebook: Path, out: Path, params: dict[str, Any], png: bool, timeout: float | None) -> dict[str, Any]:
     """Execute one notebook with papermill; returns its row of ``times.csv``."""
     import papermill as pm
+
+    headless_widgets()
 
     executed = out / notebook.name
     t0 = time.perf_counter()
