@@ -29,7 +29,7 @@ import torch
 from torchvision.ops import box_iou, nms
 
 from rssd.boxes import cxcywh_to_xyxy, decode, encode
-from rssd.detect import DetectConfig, detect
+from rssd.detect import DetectConfig, _candidates, _nms, detect
 from rssd.priors import make_priors
 
 
@@ -122,6 +122,25 @@ def interleaved(fns: dict, rounds: int) -> tuple[dict[str, list[float]], dict[st
     return times, outs
 
 
+def stages(loc, conf, priors, cfg: DetectConfig, rounds: int) -> dict[str, float]:
+    """Where ``rssd.detect``'s time goes: its steps run one by one as ``detect`` runs them, median seconds each."""
+    n, p, c = conf.shape
+    times: dict[str, list[float]] = {k: [] for k in ("softmax, threshold, top-k", "gather + decode", "NMS + cap")}
+    with torch.no_grad():
+        for _ in range(rounds):
+            t0 = time.perf_counter()
+            img, prior, cls, scores = _candidates(conf, cfg)
+            t1 = time.perf_counter()
+            boxes = decode(loc.reshape(n * p, 4).index_select(0, img * p + prior), priors.index_select(0, prior))
+            boxes = boxes.clamp(0.0, 1.0) if cfg.clip else boxes
+            t2 = time.perf_counter()
+            _nms(boxes, scores, img, cls, n, c - 1, cfg)
+            t3 = time.perf_counter()
+            for k, dt in zip(times, (t1 - t0, t2 - t1, t3 - t2), strict=True):
+                times[k].append(dt)
+    return {k: statistics.median(v) for k, v in times.items()}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--batch", type=int, default=32)
@@ -164,6 +183,12 @@ def main() -> None:
             f"{name:<28} {1e3 * best[name]:>9.1f} {best[name] / t_fast:>7.1f} {1e3 * median[name]:>10.1f} "
             f"{median[name] / m_fast:>7.1f} {same:>16}"
         )
+    parts = stages(loc, conf, priors, cfg, args.repeats)
+    total = sum(parts.values())
+    print(f"\nwhere rssd.detect's time goes (its steps one by one, median of {args.repeats}; the rest of the median"
+          " above is splitting into per-image dicts and scaling to pixels):")
+    for name, t in parts.items():
+        print(f"  {name:<28} {1e3 * t:>7.1f} ms {100 * t / total:>5.1f} %")
     if not (same_detections(fast, one) and same_detections(fast, tv) and same_detections(fast, py)):
         raise SystemExit("MISMATCH: the batched detections differ from the reference")
 
