@@ -20,6 +20,7 @@ from matplotlib.patches import FancyArrow, Rectangle
 from torch import Tensor
 
 from rssd.losses import LOSS_TERMS
+from rssd.matching import NO_REPULSION
 from rssd.palette import COLORS, class_color
 
 if TYPE_CHECKING:
@@ -469,7 +470,7 @@ def repgt_per_prior(loc: Tensor, priors_cxcywh: Tensor, target: dict, sigma_gt: 
     m = match(priors_cxcywh, [target])
     pos, rep = m.positive[0], m.rep_idx[0]
     boxes = decode(loc.detach().float(), priors_cxcywh.float()).requires_grad_()  # (P, 4)
-    has = pos & (rep >= 0)
+    has = pos & (rep != NO_REPULSION)
     iog = elementwise_iog(boxes, m.rep_boxes[0])  # (P,)
     value = torch.where(has, smooth_ln(iog, sigma_gt), torch.zeros_like(iog))
     total = value.sum() / max(int(pos.sum()), 1)
@@ -507,7 +508,7 @@ def repulsion_crowd_view(
 
     r = repgt_per_prior(loc, priors_cxcywh, target, sigma_gt)
     mine = r["positive"] & (r["matched"] == person)
-    has = mine & (r["rep"] >= 0)
+    has = mine & (r["rep"] != NO_REPULSION)
     out = {
         "positives": int(mine.sum()), "with_rep": int(has.sum()), "rep_gt_sum": float(r["value"][mine].sum()),
         "rep_gt_image": float(r["total"]), "mean_iog": float(r["iog"][has].mean()) if has.any() else 0.0,
