@@ -17,6 +17,9 @@ rounds. Gradients start from None each time (as after ``optimizer.zero_grad()``)
   loss terms batched as in ssd.pytorch's MultiBoxLoss, with rssd's own mining (background CE of every prior in
   cache-sized blocks, per-image top-k cut-off) and the cross-entropy's graph on the chosen priors only.
   ``MultiBox`` and ``MultiBox + RepGT`` (the fork's loss).
+* ``shared``: what both rssd's loss and the per-image reference pay the same way: the background cross-entropy of
+  every prior (mining) and the fresh dense gradient of ``conf``; the speed-up line says how fast the rest must be
+  for 3x.
 * ``floor``: the cross-entropy of every prior (forward + backward) plus one dense IoU of every real GT with every
   prior, what a straightforward loss cannot skip much of (rssd's loss keeps the backward of the cross-entropy to
   the chosen priors and never builds the dense IoU, so it can go below it).
@@ -167,6 +170,14 @@ def floor(conf, labels, gt_flat, intervals: PriorIntervals) -> None:
     F.cross_entropy(conf.reshape(-1, conf.shape[-1]), labels.reshape(-1), reduction="sum").backward()
 
 
+def shared(conf) -> None:
+    """What rssd's loss and the per-image reference both pay, the same way: the background cross-entropy of every
+    prior (for mining, no graph) and the fresh, dense ``(N, P, C)`` gradient of ``conf`` that the backward of the
+    chosen rows writes into (zeros, then the rows)."""
+    _background_ce(conf.detach().reshape(-1, conf.shape[-1]))
+    torch.zeros_like(conf)
+
+
 # ---------------------------------------------------------------- checks and timing
 def interleaved(fns: dict, rounds: int, few: set[str] = frozenset(), few_rounds: int = 3) -> dict[str, list[float]]:
     """Time every function once per round (as bench_detect's helper), in a new seeded random order each round:
@@ -242,6 +253,7 @@ def measure(batch, max_gt, priors, intervals, losses, rounds, before_rounds, do_
     )
     fns.update({f"per-image {name}": timed(ref) for name, ref in refs.items()})
     fns["floor"] = timed(lambda: floor(conf, labels, gt_flat, intervals))
+    fns["shared"] = timed(lambda: shared(conf))
     for fn in fns.values():  # warm-up
         fn()
     times = interleaved(fns, rounds, few={name for name in fns if name.startswith("before")}, few_rounds=before_rounds)
@@ -263,6 +275,7 @@ ROWS = (
     ("per-image: MultiBox", "per-image multibox"),
     ("per-image: MultiBox + RepGT (the fork)", "per-image fork"),
     ("floor: CE of all priors + GT x prior IoU", "floor"),
+    ("shared: background CE + fresh conf gradient", "shared"),
 )
 
 
@@ -286,7 +299,11 @@ def report(medians: dict, points: list[tuple[int, int]]) -> None:
             f"default (with RepBox) vs per-image MultiBox + RepGT {t['per-image fork'] / t['default']:.2f}x; "
             f"before / now: default {t['before default'] / t['default']:.1f}x, "
             f"MultiBox {t['before multibox'] / t['multibox']:.1f}x; "
-            f"floor {t['floor']:.1f} ms, default / floor {t['default'] / t['floor']:.2f}"
+            f"floor {t['floor']:.1f} ms, default / floor {t['default'] / t['floor']:.2f}; "
+            f"3x would need the default loss in {t['per-image fork'] / 3:.1f} ms, of which the part both pay "
+            f"(shared) is {t['shared']:.1f} ms: the rest in {t['per-image fork'] / 3 - t['shared']:.1f} ms "
+            f"(now {t['default'] - t['shared']:.1f} ms; "
+            f"the reference's rest {t['per-image fork'] - t['shared']:.1f} ms)"
         )
 
 
