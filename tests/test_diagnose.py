@@ -85,4 +85,10 @@ def test_cli_diagnose_writes_the_report(tmp_path, capsys):
     names = [d["dataset"] for d in report["datasets"]]
     assert names[0].startswith("synthetic crowd-cpu") and len(names) == 2  # no VOC root given
     assert report["datasets"][0]["images"] == 12 and report["datasets"][0]["prior_layout"] == "ssd-mini"
-    assert "| synthetic crowd-cpu" in (tmp_path / "diagnosis.md").read_text() and (tmp_path / "iog.png").is_file()
+    md = (tmp_path / "diagnosis.md").read_text()
+    assert "| synthetic crowd-cpu" in md and (tmp_path / "iog.png").is_file()
+    # the sigma table: one row per dataset, the ratio of the mean gradients as the JSON gives it
+    g1, g0 = (report["datasets"][0]["repgt"][f"sigma={s}"]["grad"]["mean"] for s in (1, 0))
+    table = md.split("gradient median, sigma 1 / 0")[1].splitlines()
+    row = next(line for line in table if "synthetic crowd-cpu" in line)
+    assert f"| {g1 / g0:.1f}x |" in row and g1 > g0

@@ -59,3 +59,27 @@ def test_rep_gt_mode_is_validated_and_in_the_config():
     assert TrainConfig(rep_gt="excess").rep_gt == "excess"
     with pytest.raises(ValueError, match="rep_gt"):
         TrainConfig(rep_gt="nope")
+
+
+def test_excess_at_sigma_1_is_the_paper_term_shifted_on_the_side_towards_g_rep():
+    # -ln(1 - (I - b) / (1 - b)) = -ln(1 - I) + ln(1 - b): wherever the box overlaps G_rep at least as much as its
+    # truth does (I >= b), rssd's excess RepGT at sigma 1 is the paper's minus a constant, so its gradient is the
+    # paper's; only boxes leaning away (I < b) lose their repulsion. (README, Results: why excess does not help.)
+    gen = torch.Generator().manual_seed(0)
+    attr = torch.tensor([A]).expand(64, 4)
+    rep = torch.tensor([B]).expand(64, 4)
+    shift = torch.rand(64, 1, generator=gen) * 0.3 - 0.1  # from 0.1 away from B to 0.2 towards it
+    pred = (attr + torch.cat([shift, torch.zeros_like(shift)] * 2, 1)).requires_grad_(True)
+    has = torch.ones(64, dtype=torch.bool)
+    (g_paper,) = torch.autograd.grad(rep_gt_loss(pred, rep, has, 1.0), pred)
+    (g_excess,) = torch.autograd.grad(rep_gt_loss(pred, rep, has, 1.0, attr), pred)
+    towards = shift.squeeze(1) > 1e-4
+    assert 10 < int(towards.sum()) < 64
+    torch.testing.assert_close(g_excess[towards], g_paper[towards], rtol=1e-4, atol=1e-6)
+    assert float(g_excess[shift.squeeze(1) < -1e-4].abs().max()) == 0.0
+    # and the values differ by exactly -ln(1 - b) = ln 2 on that side
+    paper = -torch.log1p(-torch.tensor(0.5))
+    for i in towards.nonzero().squeeze(1)[:5].tolist():
+        v_p = rep_gt_loss(pred[i : i + 1], rep[:1], has[:1], 1.0)
+        v_e = rep_gt_loss(pred[i : i + 1], rep[:1], has[:1], 1.0, attr[:1])
+        assert float(v_p - v_e) == pytest.approx(float(paper), rel=1e-4)
