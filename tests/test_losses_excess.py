@@ -68,7 +68,7 @@ def test_excess_at_sigma_1_is_the_paper_term_shifted_on_the_side_towards_g_rep()
     gen = torch.Generator().manual_seed(0)
     attr = torch.tensor([A]).expand(64, 4)
     rep = torch.tensor([B]).expand(64, 4)
-    shift = torch.rand(64, 1, generator=gen) * 0.3 - 0.1  # from 0.1 away from B to 0.2 towards it
+    shift = torch.rand(64, 1, generator=gen) * 0.25 - 0.1  # from 0.1 away from B to 0.15 towards it (IoG < 1)
     pred = (attr + torch.cat([shift, torch.zeros_like(shift)] * 2, 1)).requires_grad_(True)
     has = torch.ones(64, dtype=torch.bool)
     (g_paper,) = torch.autograd.grad(rep_gt_loss(pred, rep, has, 1.0), pred)
