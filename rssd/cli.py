@@ -412,7 +412,7 @@ def _cmd_experiment(args: argparse.Namespace) -> int:
         run_diagnosis(out, voc_root=args.voc_root, images=args.images, grids=grids, progress=sys.stderr.isatty())
         print(f"wrote {os.path.join(out, 'diagnosis.md')}, diagnosis.json, iog.png")
         return 0
-    from rssd.experiments.crowd import load_grid, plot_results, run_grid, summarize
+    from rssd.experiments.crowd import GALLERY_VARIANTS, load_grid, plot_gallery, plot_results, run_grid, summarize
 
     grid = load_grid(args.grid)
     results = args.results or os.path.join("doc", "results", grid.name)
@@ -431,6 +431,10 @@ def _cmd_experiment(args: argparse.Namespace) -> int:
     summary = summarize(results)
     for path in plot_results(results):
         print(f"wrote {path}")
+    if args.report:  # detections side by side, from the runs' checkpoints when they are on this machine
+        shown = [v for v in GALLERY_VARIANTS if v in grid.variants]
+        path = plot_gallery(grid, args.runs, os.path.join(results, "crowd_gallery.jpg"), variants=shown, images=3)
+        print(f"wrote {path}" if path else f"no gallery: no seed has a checkpoint of each of {shown} under {args.runs}")
     table = os.path.join(results, "results.md")
     print(f"{summary['runs_done']} of {summary['runs_total']} runs done; table in {table}")
     return 0

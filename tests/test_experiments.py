@@ -126,6 +126,17 @@ def test_cli_report_writes_plots(tiny_grid, tmp_path, capsys):
     assert "1 of 2 runs done" in out
     for name in ("learning_curves.png", "occlusion.png", "nms_sweep.png", "summary.json", "results.md"):
         assert (results / name).is_file(), name
+    assert "no gallery" not in out and not (results / "crowd_gallery.jpg").exists()  # training: no gallery
+    assert main(["experiment", "crowd", "--grid", str(grid_file), "--results", str(results), "--runs", str(runs),
+                 "--report"]) == 0  # fmt: skip
+    assert "no gallery: no seed has a checkpoint of each of ['ssd', 'repgt']" in capsys.readouterr().out
+    assert main(["experiment", "crowd", "--grid", str(grid_file), "--results", str(results), "--runs", str(runs),
+                 "--variants", "repgt", "--threads", "1"]) == 0  # fmt: skip
+    capsys.readouterr()
+    assert main(["experiment", "crowd", "--grid", str(grid_file), "--results", str(results), "--runs", str(runs),
+                 "--report"]) == 0  # fmt: skip
+    assert f"wrote {results / 'crowd_gallery.jpg'}" in capsys.readouterr().out
+    assert (results / "crowd_gallery.jpg").stat().st_size > 10_000
     assert main(["experiment", "crowd", "--grid", str(grid_file), "--results", str(results), "--shard", "x"]) == 2
 
 

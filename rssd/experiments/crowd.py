@@ -53,6 +53,7 @@ __all__ = [
     "figure_nms_sweep",
     "plot_results",
     "plot_gallery",
+    "GALLERY_VARIANTS",
 ]
 
 #: Where the named grids live (``load_grid("crowd-cpu")`` reads ``GRIDS_DIR / "crowd-cpu.json"``).
@@ -699,6 +700,10 @@ def plot_results(results_dir: str | os.PathLike, out_dir: str | os.PathLike | No
         fig.savefig(written[-1], dpi=110)
         plt.close(fig)
     return written
+
+
+#: The variants ``rssd experiment crowd --report`` draws side by side (those of them the grid has).
+GALLERY_VARIANTS = ("ssd", "repgt", "repgt-sigma0")
 
 
 def plot_gallery(
