@@ -578,8 +578,8 @@ def _markdown(summary: dict[str, Any], grid: dict[str, Any]) -> str:
         for v, e in summary["paired"].items():
             cells = [_fmt(e[label]) for label, _, _ in HEADLINE]
             lines.append(f"| `{v}` - `{ref}` | {len(e['seeds'])} | " + " | ".join(cells) + " |")
-    lines += ["", "Error kinds on the test images with crowd objects (detections with score >= "
-              f"{grid.get('error_score', 0.3)}; mean over seeds):", ""]  # fmt: skip
+    lines += ["", f"Error kinds on the {grid.get('final_split', 'test')} images with crowd objects (detections with "
+              f"score >= {grid.get('error_score', 0.3)}; mean over seeds):", ""]  # fmt: skip
     kinds = next(iter(summary["variants"].values()), {}).get("error_kinds", {})
     lines.append("| variant | " + " | ".join(kinds) + " |")
     lines.append("| --- | " + " | ".join("---" for _ in kinds) + " |")
@@ -587,7 +587,7 @@ def _markdown(summary: dict[str, Any], grid: dict[str, Any]) -> str:
         lines.append(f"| `{v}` | " + " | ".join(f"{e['error_kinds'][k]['mean']:.0f}" for k in kinds) + " |")
     m = summary.get("machine") or {}
     lines += ["", f"Machine: {m.get('processor', '?')}, {m.get('cpu_count', '?')} cores, torch {m.get('torch', '?')}"
-              f" ({m.get('torch_threads', '?')} threads per run).", ""]  # fmt: skip
+              f" (torch threads per run: {m.get('torch_threads', '?')}).", ""]  # fmt: skip
     return "\n".join(lines)
 
 
