@@ -432,7 +432,7 @@ def _cmd_experiment(args: argparse.Namespace) -> int:
     for path in plot_results(results):
         print(f"wrote {path}")
     if args.report:  # detections side by side, from the runs' checkpoints when they are on this machine
-        shown = [v for v in GALLERY_VARIANTS if v in grid.variants]
+        shown = [v for v in GALLERY_VARIANTS if v in grid.variants] or list(grid.variants)[:3]
         path = plot_gallery(grid, args.runs, os.path.join(results, "crowd_gallery.jpg"), variants=shown, images=3)
         print(f"wrote {path}" if path else f"no gallery: no seed has a checkpoint of each of {shown} under {args.runs}")
     table = os.path.join(results, "results.md")

@@ -702,7 +702,7 @@ def plot_results(results_dir: str | os.PathLike, out_dir: str | os.PathLike | No
     return written
 
 
-#: The variants ``rssd experiment crowd --report`` draws side by side (those of them the grid has).
+#: The variants ``rssd experiment crowd --report`` draws side by side (those of them the grid has; else its first 3).
 GALLERY_VARIANTS = ("ssd", "repgt", "repgt-sigma0")
 
 
