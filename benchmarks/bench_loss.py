@@ -174,7 +174,7 @@ def shared(conf) -> None:
     """What rssd's loss and the per-image reference both pay, the same way: the background cross-entropy of every
     prior (for mining, no graph) and the fresh, dense ``(N, P, C)`` gradient of ``conf`` that the backward of the
     chosen rows writes into (zeros, then the rows)."""
-    _background_ce(conf.detach().reshape(-1, conf.shape[-1]))
+    _background_ce(conf.reshape(-1, conf.shape[-1]))  # no graph (it runs under no_grad)
     torch.zeros_like(conf)
 
 
