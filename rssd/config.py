@@ -294,25 +294,34 @@ def auto_config(data: str = "auto", loss: str = "repgt", **overrides: Any) -> Tr
 
 
 #: Training throughput measured for the presets (images per second, the run's whole wall time included), to tell a
-#: notebook's reader how long a missing run will take: ``ssd-cpu-synth`` on 2 CPU cores (the run in README's Training
-#: table); the VOC presets: no measurement here (they need a GPU).
-MEASURED_IMAGES_PER_S = {("ssd-cpu", "cpu"): 800 * 16 / 708.0}
+#: notebook's reader how long a missing run will take: ``ssd-cpu-synth`` on 2 CPU cores, on the two machines it was
+#: timed on (the fastest and the slowest rate): 800 x 16 images in 708 s (README's Training table) and in 3249 s
+#: (notebook 09's training cell at full size, on a later session's machine). The VOC presets: no measurement here
+#: (they need a GPU).
+MEASURED_IMAGES_PER_S = {("ssd-cpu", "cpu"): (800 * 16 / 708.0, 800 * 16 / 3249.4)}
 
 
-def expected_fit_seconds(config: TrainConfig) -> float | None:
-    """Expected wall time of ``fit(config)`` from :data:`MEASURED_IMAGES_PER_S`, or None without a measurement."""
+def expected_fit_seconds(config: TrainConfig) -> tuple[float, float] | None:
+    """``(fastest, slowest)`` expected wall time of ``fit(config)`` from :data:`MEASURED_IMAGES_PER_S`, or None."""
     device = "cuda" if _has_gpu(config.device) else "cpu"
-    rate = MEASURED_IMAGES_PER_S.get((config.model, device))
-    return None if rate is None else config.iterations * config.batch_size / rate
+    rates = MEASURED_IMAGES_PER_S.get((config.model, device))
+    if rates is None:
+        return None
+    images = config.iterations * config.batch_size
+    return images / max(rates), images / min(rates)
 
 
-def _cost(seconds: float | None) -> str:
-    """A measured training time in words."""
+def _cost(seconds: tuple[float, float] | None) -> str:
+    """A measured training time in words (a range over the machines it was measured on)."""
     if seconds is None:
         return "no time measured for this preset and device"
-    if seconds < 90:
-        return f"about {seconds:.0f} s on a 2-core CPU (measured)"
-    return f"about {seconds / 60:.0f} min on a 2-core CPU (measured; the progress bar shows this machine's ETA)"
+    fast, slow = seconds
+    if slow < 90:
+        return f"about {fast:.0f}-{slow:.0f} s on a 2-core CPU (measured on two machines)"
+    return (
+        f"about {fast / 60:.0f}-{slow / 60:.0f} min on a 2-core CPU (measured on two machines; the progress bar "
+        "shows this machine's ETA)"
+    )
 
 
 def missing_run_notice(config: TrainConfig) -> str | None:

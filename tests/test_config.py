@@ -71,8 +71,11 @@ def test_auto_on_cpu_with_voc_picks_the_cpu_preset(monkeypatch: pytest.MonkeyPat
 
 def test_expected_fit_seconds() -> None:
     cpu = get_config("ssd-cpu-synth", device="cpu")
-    assert expected_fit_seconds(cpu) == pytest.approx(708.0)  # the README's measured 11 min 48 s
-    assert expected_fit_seconds(get_config("ssd-cpu-synth", device="cpu", iterations=400)) == pytest.approx(354.0)
+    # the README's measured 11 min 48 s and notebook 09's 54 min 9 s (two machines)
+    assert expected_fit_seconds(cpu) == pytest.approx((708.0, 3249.4))
+    assert expected_fit_seconds(get_config("ssd-cpu-synth", device="cpu", iterations=400)) == pytest.approx(
+        (354.0, 1624.7)
+    )
     assert expected_fit_seconds(get_config("ssd300-voc0712", device="cpu")) is None
 
 
@@ -80,7 +83,7 @@ def test_missing_run_notice(tmp_path: Path) -> None:
     name = run_name("ssd-cpu-synth", "ssd")
     cfg = get_config("ssd-cpu-synth", device="cpu", out_dir=str(tmp_path), loss="ssd", name=name)
     notice = missing_run_notice(cfg)
-    assert "training it now: 800 iterations of 16 images, about 12 min" in notice
+    assert "training it now: 800 iterations of 16 images, about 12-54 min" in notice
     assert "rssd train --config ssd-cpu-synth --loss ssd" in notice
     cfg.run_dir.mkdir()
     (cfg.run_dir / "last.pt").write_bytes(b"")
