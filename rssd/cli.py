@@ -412,9 +412,9 @@ def _cmd_experiment(args: argparse.Namespace) -> int:
         run_diagnosis(out, voc_root=args.voc_root, images=args.images, grids=grids, progress=sys.stderr.isatty())
         print(f"wrote {os.path.join(out, 'diagnosis.md')}, diagnosis.json, iog.png")
         return 0
-    from rssd.experiments.crowd import GALLERY_VARIANTS, load_grid, plot_gallery, plot_results, run_grid, summarize
+    from rssd.experiments import crowd
 
-    grid = load_grid(args.grid)
+    grid = crowd.load_grid(args.grid)
     results = args.results or os.path.join("doc", "results", grid.name)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -427,13 +427,16 @@ def _cmd_experiment(args: argparse.Namespace) -> int:
             return 2
         variants = args.variants.split(",") if args.variants else None
         seeds = [int(s) for s in args.seeds.split(",")] if args.seeds else None
-        run_grid(grid, results, args.runs, shard=shard, variants=variants, seeds=seeds, progress=sys.stderr.isatty())
-    summary = summarize(results)
-    for path in plot_results(results):
+        crowd.run_grid(grid, results, args.runs, shard=shard, variants=variants, seeds=seeds,
+                       progress=sys.stderr.isatty())  # fmt: skip
+    else:
+        crowd.write_grid(grid, results)  # the grid file rules, also for a report after it was edited
+    summary = crowd.summarize(results)
+    for path in crowd.plot_results(results):
         print(f"wrote {path}")
     if args.report:  # detections side by side, from the runs' checkpoints when they are on this machine
-        shown = [v for v in GALLERY_VARIANTS if v in grid.variants] or list(grid.variants)[:3]
-        path = plot_gallery(grid, args.runs, os.path.join(results, "crowd_gallery.jpg"), variants=shown, images=3)
+        shown = [v for v in crowd.GALLERY_VARIANTS if v in grid.variants] or list(grid.variants)[:3]
+        path = crowd.plot_gallery(grid, args.runs, os.path.join(results, "crowd_gallery.jpg"), variants=shown, images=3)
         print(f"wrote {path}" if path else f"no gallery: no seed has a checkpoint of each of {shown} under {args.runs}")
     table = os.path.join(results, "results.md")
     print(f"{summary['runs_done']} of {summary['runs_total']} runs done; table in {table}")

@@ -152,3 +152,45 @@ def test_ablation_grid_reports_validation_and_leaves_test_alone(tmp_path):
     assert "Val split, VOC07" in md and "Error kinds on the val images" in md and "test" not in md.lower()
     with pytest.raises(ValueError, match="final_split"):
         Grid(**{**TINY, "final_split": "train"})
+
+
+def test_extra_seeds_and_baseline_pairing(tmp_path):
+    """An ablation grid with more seeds for one variant, paired to another grid's runs (val, same seed)."""
+    results = tmp_path / "results"
+    main_grid = Grid(**{**TINY, "variants": {"ssd": {"loss": "ssd"}}})
+    (ssd,) = run_grid(main_grid, results / "tiny", tmp_path / "runs", log=lambda s: None)
+    abl = Grid(**{**TINY, "name": "tiny-abl", "final_split": "val", "extra_seeds": {"excess": [1]},
+                  "variants": {"excess": {"loss": "repgt", "rep_gt": "excess"}, "plain": {"loss": "ssd"}},
+                  "baseline": {"grid": "tiny", "pairs": ["ssd"]}})  # fmt: skip
+    assert abl.runs() == [("excess", 0), ("plain", 0), ("excess", 1)]  # extra seeds after every run of `seeds`
+    records = run_grid(abl, results / "tiny-abl", tmp_path / "runs", log=lambda s: None)
+    assert [(r["variant"], r["seed"]) for r in records] == abl.runs()
+    summary = summarize(results / "tiny-abl")
+    assert summary["runs_done"] == summary["runs_total"] == 3
+    base = summary["baseline"]
+    # the baseline's val AP is its learning curve's last point (it was scored on test, never on val at the end)
+    assert base["variants"]["ssd"]["seeds"] == [0]
+    assert base["variants"]["ssd"]["AP50 all"]["values"] == [ssd["curve"][-1]["val_mAP"]]
+    pair = base["paired"]["excess - ssd"]
+    assert pair["seeds"] == [0]  # seed 1 has no baseline run
+    assert pair["AP50 all"]["values"] == [pytest.approx(records[0]["val"]["mAP"] - ssd["curve"][-1]["val_mAP"])]
+    assert pair["MR^-2 person"]["values"] == [pytest.approx(records[0]["val"]["mr_person"]
+                                                            - ssd["curve"][-1]["val_mr_person"])]  # fmt: skip
+    md = (results / "tiny-abl" / "results.md").read_text()
+    assert "## Against `tiny`" in md and "| `excess` | `tiny` `ssd` | 0 |" in md
+
+    # a baseline on another benchmark is refused, naming what differs; a missing one is said
+    grid_json = results / "tiny" / "grid.json"
+    grid_json.write_text(json.dumps({**json.loads(grid_json.read_text()), "num_images": 21}))
+    with pytest.raises(ValueError, match="another benchmark: num_images"):
+        summarize(results / "tiny-abl")
+    grid_json.unlink()
+    assert summarize(results / "tiny-abl")["baseline"]["missing"] == f"no {grid_json}"
+    assert "Baseline `tiny` not found" in (results / "tiny-abl" / "results.md").read_text()
+
+    with pytest.raises(ValueError, match="extra_seeds names variants the grid lacks"):
+        Grid(**{**TINY, "extra_seeds": {"nope": [1]}})
+    with pytest.raises(ValueError, match="baseline is read on the validation split"):
+        Grid(**{**TINY, "baseline": {"grid": "x"}})
+    with pytest.raises(ValueError, match="baseline must be"):
+        Grid(**{**TINY, "final_split": "val", "baseline": {"grid": "x", "colour": 1}})

@@ -45,6 +45,7 @@ __all__ = [
     "load_grid",
     "run_one",
     "run_grid",
+    "write_grid",
     "evaluate_run",
     "summarize",
     "load_records",
@@ -80,6 +81,12 @@ class Grid:
         error_score: detections scoring at least this are sorted into error kinds.
         final_split: the split of the final evaluation: ``"test"`` for the reported grid, ``"val"`` for ablation
             grids whose only job is to choose (the test split stays untouched by them).
+        extra_seeds: variant -> seeds run *besides* ``seeds`` (an ablation that decides something gets more seeds
+            than the rest); they come after every run of ``seeds``.
+        baseline: for a ``val`` grid, ``{"grid": NAME, "pairs": [VARIANT, ...]}``: a grid on the same benchmark
+            (same scenes, base configuration and validation split) whose runs' last validation points are the
+            reference; the report shows them and this grid's paired differences to each of ``pairs`` (default
+            ``["ssd"]``), same seed. Its results are read from the sibling folder ``NAME`` of this grid's results.
     """
 
     name: str
@@ -96,6 +103,8 @@ class Grid:
     min_height: float = 50.0
     error_score: float = 0.3
     final_split: str = "test"
+    extra_seeds: dict[str, list[int]] = field(default_factory=dict)
+    baseline: dict[str, Any] = field(default_factory=dict)
     source: str = ""
 
     def __post_init__(self) -> None:
@@ -108,6 +117,15 @@ class Grid:
             raise ValueError(f"{where}: final_split must be 'test' or 'val', got {self.final_split!r}")
         if self.eval_every < 1:
             raise ValueError(f"{where}: eval_every must be >= 1")
+        unknown = set(self.extra_seeds) - set(self.variants)
+        if unknown:
+            raise ValueError(f"{where}: extra_seeds names variants the grid lacks: {sorted(unknown)}")
+        if self.baseline:
+            if self.final_split != "val":
+                raise ValueError(f"{where}: a baseline is read on the validation split: it needs final_split 'val'")
+            if not isinstance(self.baseline.get("grid"), str) or set(self.baseline) - {"grid", "pairs"}:
+                raise ValueError(f"{where}: baseline must be {{\"grid\": NAME, \"pairs\": [VARIANT, ...]}}, "
+                                 f"got {self.baseline}")  # fmt: skip
         for variant in self.variants:  # every run's configuration must be valid before anything trains
             try:
                 self.train_config(variant, self.seeds[0] if self.seeds else 0)
@@ -156,8 +174,8 @@ class Grid:
         )  # fmt: skip
 
     def runs(self) -> list[tuple[str, int]]:
-        """Every ``(variant, seed)``, seed-major: the first seed of every variant comes first."""
-        return [(v, s) for s in self.seeds for v in self.variants]
+        """Every ``(variant, seed)``, seed-major: the first seed of every variant comes first; ``extra_seeds`` last."""
+        return _runs(self.to_dict())
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
@@ -182,6 +200,20 @@ def load_grid(name_or_path: str | os.PathLike) -> Grid:
     if unknown:
         raise ValueError(f"{path}: unknown grid fields {sorted(unknown)} (known: {', '.join(sorted(known_fields))})")
     return Grid(**data, source=str(path))
+
+
+def _runs(grid: dict[str, Any]) -> list[tuple[str, int]]:
+    """:meth:`Grid.runs` of a grid's fields (as ``grid.json`` stores them)."""
+    seeds = list(grid.get("seeds", []))
+    runs = [(v, s) for s in seeds for v in grid.get("variants", {})]
+    return runs + [(v, s) for v, more in grid.get("extra_seeds", {}).items() for s in more if s not in seeds]
+
+
+def write_grid(grid: Grid, results_dir: str | os.PathLike) -> Path:
+    """Write the grid's fields to ``results_dir/grid.json`` (what :func:`summarize` reads)."""
+    path = Path(results_dir) / "grid.json"
+    _write_json(path, grid.to_dict())
+    return path
 
 
 # ---------------------------------------------------------------------------------------------------- records
@@ -432,7 +464,7 @@ def run_grid(
         raise ValueError(f"shard {i}/{n}: expected 0 <= i < n")
     results_dir = Path(results_dir)
     results_dir.mkdir(parents=True, exist_ok=True)
-    _write_json(results_dir / "grid.json", grid.to_dict())
+    write_grid(grid, results_dir)
     records = []
     for k, (variant, seed) in enumerate(grid.runs()):
         if k % n != i or (variants and variant not in variants) or (seeds is not None and seed not in seeds):
@@ -531,13 +563,79 @@ def summarize(results_dir: str | os.PathLike) -> dict[str, Any]:
         "reference": reference,
         "paired": paired,
         "runs_done": len(done),
-        "runs_total": len(grid.get("variants", {})) * len(grid.get("seeds", [])) or len(records),
+        "runs_total": len(_runs(grid)) or len(records),
         "variants": variants,
         "machine": done[0]["machine"] if done else None,
     }
+    if grid.get("baseline"):
+        summary["baseline"] = _baseline_summary(results_dir, grid, done)
     _write_json(results_dir / "summary.json", summary)
     (results_dir / "results.md").write_text(_markdown(summary, grid))
     return summary
+
+
+#: What a learning-curve point holds (the validation split at one iteration): ``(HEADLINE label, curve key, path
+#: into a ``val`` record)``. A ``val`` grid's baseline is compared on these.
+CURVE_METRICS: tuple[tuple[str, str, tuple[str, ...]], ...] = (
+    ("AP50 all", "val_mAP", ("mAP",)),
+    ("crowd, remove", "val_crowd_mAP", ("crowd_remove", "mAP")),
+    ("MR^-2 person", "val_mr_person", ("mr_person",)),
+)
+
+#: The fields two grids must share for one's runs to be the other's reference (same scenes, splits and training).
+BENCHMARK_FIELDS = ("num_images", "test_fraction", "synth", "base", "eval_every", "nms_iou")
+
+
+def _last_point(record: dict[str, Any]) -> dict[str, Any] | None:
+    """A finished run's validation point at its last iteration (``None`` when the curve lacks it)."""
+    last = record["curve"][-1] if record.get("curve") else None
+    return last if last is not None and last["iteration"] == record["config"]["iterations"] else None
+
+
+def _baseline_summary(results_dir: Path, grid: dict[str, Any], done: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """The baseline grid's runs on the validation split (their last curve point), at the seeds this grid has, and
+    this grid's paired differences to the baseline's ``pairs`` (same seed).
+
+    Raises:
+        ValueError: the baseline grid is on another benchmark (:data:`BENCHMARK_FIELDS` differ).
+    """
+    name = grid["baseline"]["grid"]
+    pairs_to = list(grid["baseline"].get("pairs", ["ssd"]))
+    base_dir = results_dir.parent / name
+    out: dict[str, Any] = {"grid": name, "pairs": pairs_to, "variants": {}, "paired": {}}
+    base_file = base_dir / "grid.json"
+    if not base_file.is_file():
+        out["missing"] = f"no {base_file}"
+        return out
+    base_grid = json.loads(base_file.read_text())
+    differ = [f for f in BENCHMARK_FIELDS if base_grid.get(f) != grid.get(f)]
+    if differ:
+        raise ValueError(f"baseline grid {name!r} ({base_file}) is on another benchmark: {', '.join(differ)} differ")
+    seeds = {s for _, s in _runs(grid)}
+    points: dict[str, dict[int, dict[str, Any]]] = {}
+    for r in load_records(base_dir):
+        point = _last_point(r) if r.get("status") == "done" and r["seed"] in seeds else None
+        if point is not None:
+            points.setdefault(r["variant"], {})[r["seed"]] = point
+    for v in list(base_grid.get("variants", {})):
+        if v in points:
+            by_seed = points[v]
+            out["variants"][v] = {"seeds": sorted(by_seed)} | {
+                label: _stats([by_seed[s][key] for s in sorted(by_seed)]) for label, key, _ in CURVE_METRICS
+            }
+    for v in dict.fromkeys(r["variant"] for r in done):
+        for ref in pairs_to:
+            ref_points = points.get(ref, {})
+            mine = [r for r in done if r["variant"] == v and r["seed"] in ref_points]
+            if not mine:
+                continue
+            entry: dict[str, Any] = {"variant": v, "to": ref, "seeds": [r["seed"] for r in mine]}
+            for label, key, path in CURVE_METRICS:
+                diffs = [None if _get(_final(r), path) is None or ref_points[r["seed"]][key] is None
+                         else _get(_final(r), path) - ref_points[r["seed"]][key] for r in mine]  # fmt: skip
+                entry[label] = _stats(diffs)
+            out["paired"][f"{v} - {ref}"] = entry
+    return out
 
 
 def _fmt(s: dict[str, Any], scale: float = 100.0) -> str:
@@ -585,10 +683,52 @@ def _markdown(summary: dict[str, Any], grid: dict[str, Any]) -> str:
     lines.append("| --- | " + " | ".join("---" for _ in kinds) + " |")
     for v, e in summary["variants"].items():
         lines.append(f"| `{v}` | " + " | ".join(f"{e['error_kinds'][k]['mean']:.0f}" for k in kinds) + " |")
+    lines += _baseline_markdown(summary.get("baseline"))
     m = summary.get("machine") or {}
     lines += ["", f"Machine: {m.get('processor', '?')}, {m.get('cpu_count', '?')} cores, torch {m.get('torch', '?')}"
               f" (torch threads per run: {m.get('torch_threads', '?')}).", ""]  # fmt: skip
     return "\n".join(lines)
+
+
+def _baseline_markdown(baseline: dict[str, Any] | None) -> list[str]:
+    """The report's section on the baseline grid (none without one)."""
+    if not baseline:
+        return []
+    name = baseline["grid"]
+    lines = ["", f"## Against `{name}`", ""]
+    if baseline.get("missing"):
+        return lines + [f"Baseline `{name}` not found ({baseline['missing']}).", ""]
+    labels = [label for label, _, _ in CURVE_METRICS]
+    lines += [
+        f"`{name}`'s runs at this grid's seeds, on the same validation split (their learning curve's point at "
+        "their last iteration; same scenes, same initialisation, same base training), in %:",
+        "",
+        "| variant | seeds | " + " | ".join(labels) + " |",
+        "| --- | --- | " + " | ".join("---" for _ in labels) + " |",
+    ]
+    for v, e in baseline["variants"].items():
+        seeds = ", ".join(map(str, e["seeds"]))
+        lines.append(f"| `{name}` `{v}` | {seeds} | " + " | ".join(_fmt_values(e[label]) for label in labels) + " |")
+    if baseline["paired"]:
+        lines += ["", f"Paired differences of this grid's runs to `{name}`'s (same seed), in points (per-seed "
+                  "values in brackets); lower is better for MR^-2:", "",
+                  "| variant | to | seeds | " + " | ".join(labels) + " |",
+                  "| --- | --- | --- | " + " | ".join("---" for _ in labels) + " |"]  # fmt: skip
+        for e in baseline["paired"].values():
+            seeds = ", ".join(map(str, e["seeds"]))
+            cells = " | ".join(_fmt_values(e[label], signed=True) for label in labels)
+            lines.append(f"| `{e['variant']}` | `{name}` `{e['to']}` | {seeds} | {cells} |")
+    return lines + [""]
+
+
+def _fmt_values(s: dict[str, Any], signed: bool = False) -> str:
+    """``mean ± std (v1 / v2 / ...)`` in %, or the single value."""
+    if s["mean"] is None:
+        return "-"
+    f = (lambda x: f"{round(100 * x, 1) + 0.0:+.1f}") if signed else (lambda x: f"{100 * x:.1f}")  # no "-0.0"
+    if s["n"] == 1:
+        return f(s["mean"])
+    return f"{f(s['mean'])} ± {100 * s['std']:.1f} ({' / '.join(f(x) for x in s['values'])})"
 
 
 def _pyplot():
