@@ -20,6 +20,9 @@ rounds. Gradients start from None each time (as after ``optimizer.zero_grad()``)
 * ``shared``: what both rssd's loss and the per-image reference pay the same way: the background cross-entropy of
   every prior (mining) and the fresh dense gradient of ``conf``; the speed-up line says how fast the rest must be
   for 3x.
+* ``conf term``: the whole confidence term once the matching is known, which both compute the same way (the
+  background CE, mining, the chosen rows' cross-entropy and its backward into a fresh ``conf`` gradient): with it,
+  the report gives the most any loss could gain over the reference by faster matching and repulsion terms alone.
 * ``floor``: the cross-entropy of every prior (forward + backward) plus one dense IoU of every real GT with every
   prior, what a straightforward loss cannot skip much of (rssd's loss keeps the backward of the cross-entropy to
   the chosen priors and never builds the dense IoU, so it can go below it).
@@ -178,6 +181,18 @@ def shared(conf) -> None:
     torch.zeros_like(conf)
 
 
+def conf_term(conf, positive, pos_labels, neg_pos_ratio: int = 3) -> torch.Tensor:
+    """The confidence term given the matching (``positive`` ``(N, P)``, ``pos_labels`` ``(K,)`` in
+    ``positive.nonzero()``'s order), as rssd's loss and the per-image reference both compute it."""
+    n_img, n_pri, n_cls = conf.shape
+    conf_flat = conf.reshape(-1, n_cls)
+    background = _background_ce(conf_flat).view(n_img, n_pri)
+    neg = hard_negative_mask(background, positive, neg_pos_ratio).view(-1).nonzero().squeeze(1)
+    rows = torch.cat([positive.view(-1).nonzero().squeeze(1), neg])
+    classes = torch.cat([pos_labels, torch.zeros_like(neg)])
+    return F.cross_entropy(conf_flat.index_select(0, rows), classes, reduction="sum")
+
+
 # ---------------------------------------------------------------- checks and timing
 def interleaved(fns: dict, rounds: int, few: set[str] = frozenset(), few_rounds: int = 3) -> dict[str, list[float]]:
     """Time every function once per round (as bench_detect's helper), in a new seeded random order each round:
@@ -254,6 +269,13 @@ def measure(batch, max_gt, priors, intervals, losses, rounds, before_rounds, do_
     fns.update({f"per-image {name}": timed(ref) for name, ref in refs.items()})
     fns["floor"] = timed(lambda: floor(conf, labels, gt_flat, intervals))
     fns["shared"] = timed(lambda: shared(conf))
+    m = match(priors, targets)
+    pos_labels = m.labels[m.positive]
+    if do_check:  # the timed conf term is the loss's (before its division by the number of positives)
+        with torch.no_grad():
+            term = conf_term(conf, m.positive, pos_labels) / max(pos_labels.numel(), 1)
+            torch.testing.assert_close(term, losses["multibox"](loc, conf, priors, targets)["conf"], msg="conf term")
+    fns["conf term"] = timed(lambda: {"total": conf_term(conf, m.positive, pos_labels)})
     for fn in fns.values():  # warm-up
         fn()
     times = interleaved(fns, rounds, few={name for name in fns if name.startswith("before")}, few_rounds=before_rounds)
@@ -276,6 +298,7 @@ ROWS = (
     ("per-image: MultiBox + RepGT (the fork)", "per-image fork"),
     ("floor: CE of all priors + GT x prior IoU", "floor"),
     ("shared: background CE + fresh conf gradient", "shared"),
+    ("conf term given the matching (both alike)", "conf term"),
 )
 
 
@@ -303,7 +326,11 @@ def report(medians: dict, points: list[tuple[int, int]]) -> None:
             f"3x would need the default loss in {t['per-image fork'] / 3:.1f} ms, of which the part both pay "
             f"(shared) is {t['shared']:.1f} ms: the rest in {t['per-image fork'] / 3 - t['shared']:.1f} ms "
             f"(now {t['default'] - t['shared']:.1f} ms; "
-            f"the reference's rest {t['per-image fork'] - t['shared']:.1f} ms)"
+            f"the reference's rest {t['per-image fork'] - t['shared']:.1f} ms); "
+            f"the whole conf term given the matching takes {t['conf term']:.1f} ms in both, so no matching and "
+            f"repulsion could take rssd past {t['per-image fork'] / t['conf term']:.2f}x, and 3x needs them in "
+            f"{t['per-image fork'] / 3 - t['conf term']:.1f} ms (now {t['default'] - t['conf term']:.1f} ms, "
+            f"the reference's {t['per-image fork'] - t['conf term']:.1f} ms)"
         )
 
 
