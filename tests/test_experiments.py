@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from rssd.experiments.crowd import Grid, load_grid, plot_gallery, run_grid, run_one, summarize
+from rssd.experiments.crowd import Grid, load_grid, plot_gallery, plot_results, run_grid, run_one, summarize
 
 TINY = {
     "name": "tiny",
@@ -157,8 +157,7 @@ def test_ablation_grid_reports_validation_and_leaves_test_alone(tmp_path):
 def test_extra_seeds_and_baseline_pairing(tmp_path):
     """An ablation grid with more seeds for one variant, paired to another grid's runs (val, same seed)."""
     results = tmp_path / "results"
-    main_grid = Grid(**{**TINY, "variants": {"ssd": {"loss": "ssd"}}})
-    (ssd,) = run_grid(main_grid, results / "tiny", tmp_path / "runs", log=lambda s: None)
+    ssd, repgt = run_grid(Grid(**TINY), results / "tiny", tmp_path / "runs", log=lambda s: None)
     abl = Grid(**{**TINY, "name": "tiny-abl", "final_split": "val", "extra_seeds": {"excess": [1]},
                   "variants": {"excess": {"loss": "repgt", "rep_gt": "excess"}, "plain": {"loss": "ssd"}},
                   "baseline": {"grid": "tiny", "pairs": ["ssd"]}})  # fmt: skip
@@ -176,8 +175,12 @@ def test_extra_seeds_and_baseline_pairing(tmp_path):
     assert pair["AP50 all"]["values"] == [pytest.approx(records[0]["val"]["mAP"] - ssd["curve"][-1]["val_mAP"])]
     assert pair["MR^-2 person"]["values"] == [pytest.approx(records[0]["val"]["mr_person"]
                                                             - ssd["curve"][-1]["val_mr_person"])]  # fmt: skip
+    # the baseline's own variants paired the same way: the scale the ablations are read on
+    own = base["own_paired"]["repgt - ssd"]
+    assert own["AP50 all"]["values"] == [pytest.approx(repgt["curve"][-1]["val_mAP"] - ssd["curve"][-1]["val_mAP"])]
     md = (results / "tiny-abl" / "results.md").read_text()
     assert "## Against `tiny`" in md and "| `excess` | `tiny` `ssd` | 0 |" in md
+    assert (results / "tiny-abl" / "paired.png") in plot_results(results / "tiny-abl")
 
     # a baseline on another benchmark is refused, naming what differs; a missing one is said
     grid_json = results / "tiny" / "grid.json"

@@ -52,6 +52,7 @@ __all__ = [
     "figure_learning_curves",
     "figure_occlusion",
     "figure_nms_sweep",
+    "figure_paired",
     "plot_results",
     "plot_gallery",
     "GALLERY_VARIANTS",
@@ -623,6 +624,17 @@ def _baseline_summary(results_dir: Path, grid: dict[str, Any], done: Sequence[di
             out["variants"][v] = {"seeds": sorted(by_seed)} | {
                 label: _stats([by_seed[s][key] for s in sorted(by_seed)]) for label, key, _ in CURVE_METRICS
             }
+    # The baseline's own variants paired to each of ``pairs`` (same seed, val): the scale the ablations are read on.
+    out["own_paired"] = {}
+    for ref in pairs_to:
+        for v, by_seed in points.items():
+            common = sorted(set(by_seed) & set(points.get(ref, {}))) if v != ref else []
+            if common:
+                entry = {"variant": v, "to": ref, "seeds": common}
+                for label, key, _ in CURVE_METRICS:
+                    entry[label] = _stats([None if by_seed[s][key] is None or points[ref][s][key] is None
+                                           else by_seed[s][key] - points[ref][s][key] for s in common])  # fmt: skip
+                out["own_paired"][f"{v} - {ref}"] = entry
     for v in dict.fromkeys(r["variant"] for r in done):
         for ref in pairs_to:
             ref_points = points.get(ref, {})
@@ -823,8 +835,43 @@ def figure_nms_sweep(summary: dict[str, Any]):
     return fig
 
 
+def figure_paired(summary: dict[str, Any], to: str = "ssd"):
+    """A ``val`` grid against its baseline: each variant's paired difference to the baseline's ``to`` (same seed),
+    one panel per :data:`CURVE_METRICS` metric: the mean as a bar, every seed as a dot. ``None`` without pairs."""
+    baseline = summary.get("baseline") or {}
+    entries = [e for e in baseline.get("paired", {}).values() if e["to"] == to]
+    if not entries:
+        return None
+    own = [e for e in baseline.get("own_paired", {}).values() if e["to"] == to]
+    names = [f"{e['variant']} (n={len(e['seeds'])})" for e in entries]
+    names += [f"{baseline['grid']}: {e['variant']} (n={len(e['seeds'])})" for e in own]
+    entries = entries + own
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, len(CURVE_METRICS), figsize=(5 * len(CURVE_METRICS), 0.5 * len(entries) + 1.6),
+                             sharey=True)  # fmt: skip
+    y = np.arange(len(entries))
+    for ax, (label, _, _) in zip(axes, CURVE_METRICS, strict=True):
+        means = [100 * (e[label]["mean"] if e[label]["mean"] is not None else math.nan) for e in entries]
+        better = -1 if label.startswith("MR") else 1  # green where the variant is better than the baseline
+        colours = ["tab:green" if better * m > 0 else "tab:red" for m in means]
+        colours[len(entries) - len(own):] = ["grey"] * len(own)  # the baseline grid's own variants: the scale
+        ax.barh(y, means, color=colours, alpha=0.5)
+        for k, e in enumerate(entries):
+            values = [100 * v for v in e[label]["values"]]
+            ax.plot(values, [k] * len(values), "ko", ms=3)
+        ax.axvline(0, color="grey", lw=0.8)
+        reach = max([abs(100 * v) for e in entries for v in e[label]["values"] if v is not None] + [0.5])
+        ax.set_xlim(-1.1 * reach, 1.1 * reach)
+        ax.set(title=f"{label}: variant - {baseline['grid']} {to} (points)", xlabel="paired difference, same seed")
+    axes[0].set_yticks(y, names)
+    axes[0].invert_yaxis()
+    fig.tight_layout()
+    return fig
+
+
 def plot_results(results_dir: str | os.PathLike, out_dir: str | os.PathLike | None = None) -> list[Path]:
-    """Write ``learning_curves.png``, ``occlusion.png`` and ``nms_sweep.png`` from the run records."""
+    """Write ``learning_curves.png``, ``occlusion.png`` and ``nms_sweep.png`` from the run records (and
+    ``paired.png``, :func:`figure_paired`, for a grid with a baseline)."""
     plt = _pyplot()
     results_dir = Path(results_dir)
     out = Path(out_dir) if out_dir is not None else results_dir
@@ -834,6 +881,9 @@ def plot_results(results_dir: str | os.PathLike, out_dir: str | os.PathLike | No
     figures = [("learning_curves.png", figure_learning_curves(records))] if records else []
     if summary["variants"]:
         figures += [("occlusion.png", figure_occlusion(summary)), ("nms_sweep.png", figure_nms_sweep(summary))]
+    paired = figure_paired(summary)
+    if paired is not None:
+        figures.append(("paired.png", paired))
     written = []
     for name, fig in figures:
         written.append(out / name)
