@@ -159,6 +159,7 @@ def test_extra_seeds_and_baseline_pairing(tmp_path):
     results = tmp_path / "results"
     ssd, repgt = run_grid(Grid(**TINY), results / "tiny", tmp_path / "runs", log=lambda s: None)
     abl = Grid(**{**TINY, "name": "tiny-abl", "final_split": "val", "extra_seeds": {"excess": [1]},
+                  "pairs": {"excess": "plain"},
                   "variants": {"excess": {"loss": "repgt", "rep_gt": "excess"}, "plain": {"loss": "ssd"}},
                   "baseline": {"grid": "tiny", "pairs": ["ssd"]}})  # fmt: skip
     assert abl.runs() == [("excess", 0), ("plain", 0), ("excess", 1)]  # extra seeds after every run of `seeds`
@@ -178,8 +179,12 @@ def test_extra_seeds_and_baseline_pairing(tmp_path):
     # the baseline's own variants paired the same way: the scale the ablations are read on
     own = base["own_paired"]["repgt - ssd"]
     assert own["AP50 all"]["values"] == [pytest.approx(repgt["curve"][-1]["val_mAP"] - ssd["curve"][-1]["val_mAP"])]
+    # within the grid, `excess` is paired to the variant its `pairs` names (no `ssd` here)
+    within = summary["paired"]["excess"]
+    assert within["to"] == "plain" and within["seeds"] == [0]
+    assert within["AP50 all"]["values"] == [pytest.approx(records[0]["val"]["mAP"] - records[1]["val"]["mAP"])]
     md = (results / "tiny-abl" / "results.md").read_text()
-    assert "## Against `tiny`" in md and "| `excess` | `tiny` `ssd` | 0 |" in md
+    assert "## Against `tiny`" in md and "| `excess` | `tiny` `ssd` | 0 |" in md and "| `excess` - `plain` | 1 |" in md
     assert (results / "tiny-abl" / "paired.png") in plot_results(results / "tiny-abl")
 
     # a baseline on another benchmark is refused, naming what differs; a missing one is said
@@ -193,6 +198,8 @@ def test_extra_seeds_and_baseline_pairing(tmp_path):
 
     with pytest.raises(ValueError, match="extra_seeds names variants the grid lacks"):
         Grid(**{**TINY, "extra_seeds": {"nope": [1]}})
+    with pytest.raises(ValueError, match=r"pairs names variants the grid lacks: \['nope'\]"):
+        Grid(**{**TINY, "pairs": {"repgt": "nope"}})
     with pytest.raises(ValueError, match="baseline is read on the validation split"):
         Grid(**{**TINY, "baseline": {"grid": "x"}})
     with pytest.raises(ValueError, match="baseline must be"):

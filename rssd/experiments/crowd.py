@@ -82,6 +82,8 @@ class Grid:
         error_score: detections scoring at least this are sorted into error kinds.
         final_split: the split of the final evaluation: ``"test"`` for the reported grid, ``"val"`` for ablation
             grids whose only job is to choose (the test split stays untouched by them).
+        pairs: variant -> the variant of this grid it is paired to in the report (same seed); every other variant
+            is paired to ``ssd`` when the grid has one (e.g. ``{"repgt-long": "ssd-long"}``).
         extra_seeds: variant -> seeds run *besides* ``seeds`` (an ablation that decides something gets more seeds
             than the rest); they come after every run of ``seeds``.
         baseline: for a ``val`` grid, ``{"grid": NAME, "pairs": [VARIANT, ...]}``: a grid on the same benchmark
@@ -104,6 +106,7 @@ class Grid:
     min_height: float = 50.0
     error_score: float = 0.3
     final_split: str = "test"
+    pairs: dict[str, str] = field(default_factory=dict)
     extra_seeds: dict[str, list[int]] = field(default_factory=dict)
     baseline: dict[str, Any] = field(default_factory=dict)
     source: str = ""
@@ -118,9 +121,10 @@ class Grid:
             raise ValueError(f"{where}: final_split must be 'test' or 'val', got {self.final_split!r}")
         if self.eval_every < 1:
             raise ValueError(f"{where}: eval_every must be >= 1")
-        unknown = set(self.extra_seeds) - set(self.variants)
-        if unknown:
-            raise ValueError(f"{where}: extra_seeds names variants the grid lacks: {sorted(unknown)}")
+        for what, names in (("extra_seeds", set(self.extra_seeds)), ("pairs", {*self.pairs, *self.pairs.values()})):
+            unknown = names - set(self.variants)
+            if unknown:
+                raise ValueError(f"{where}: {what} names variants the grid lacks: {sorted(unknown)}")
         if self.baseline:
             if self.final_split != "val":
                 raise ValueError(f"{where}: a baseline is read on the validation split: it needs final_split 'val'")
@@ -547,14 +551,15 @@ def summarize(results_dir: str | os.PathLike) -> dict[str, Any]:
         entry["train_minutes"] = _stats([r["train_seconds"] / 60 for r in rs])
         variants[v] = entry
     paired: dict[str, Any] = {}
-    reference = "ssd"  # the paired differences are taken to plain SSD
-    ref_runs = {r["seed"]: r for r in done if r["variant"] == reference}
+    reference = "ssd"  # the paired differences are taken to plain SSD, or to the variant the grid's pairs name
     for v in variants:
-        if v == reference:
+        to = grid.get("pairs", {}).get(v, reference)
+        ref_runs = {r["seed"]: r for r in done if r["variant"] == to}
+        if v == to:
             continue
         pairs = [(r, ref_runs[r["seed"]]) for r in done if r["variant"] == v and r["seed"] in ref_runs]
         if pairs:
-            paired[v] = {"seeds": [r["seed"] for r, _ in pairs]}
+            paired[v] = {"to": to, "seeds": [r["seed"] for r, _ in pairs]}
             for label, keys, _ in HEADLINE:
                 diffs = [None if _get(_final(a), keys) is None or _get(_final(b), keys) is None
                          else _get(_final(a), keys) - _get(_final(b), keys) for a, b in pairs]  # fmt: skip
@@ -681,13 +686,13 @@ def _markdown(summary: dict[str, Any], grid: dict[str, Any]) -> str:
         lines.append(f"| `{v}` | {len(e['seeds'])} | " + " | ".join(cells) + f" | {tm['mean']:.1f} |")
     if summary.get("paired"):
         ref = summary.get("reference", "ssd")
-        lines += ["", f"Paired differences to `{ref}` (same seed: same scenes and initialisation), in points; "
+        lines += ["", "Paired differences (same seed: same scenes and initialisation), in points; "
                   "lower is better for MR^-2:", "",
                   "| variant | seeds | " + " | ".join(label for label, _, _ in HEADLINE) + " |",
                   "| --- | --- | " + " | ".join("---" for _ in HEADLINE) + " |"]  # fmt: skip
         for v, e in summary["paired"].items():
             cells = [_fmt(e[label]) for label, _, _ in HEADLINE]
-            lines.append(f"| `{v}` - `{ref}` | {len(e['seeds'])} | " + " | ".join(cells) + " |")
+            lines.append(f"| `{v}` - `{e.get('to', ref)}` | {len(e['seeds'])} | " + " | ".join(cells) + " |")
     lines += ["", f"Error kinds on the {grid.get('final_split', 'test')} images with crowd objects (detections with "
               f"score >= {grid.get('error_score', 0.3)}; mean over seeds):", ""]  # fmt: skip
     kinds = next(iter(summary["variants"].values()), {}).get("error_kinds", {})
