@@ -90,6 +90,18 @@ def test_tiny_grid_runs_resumes_and_skips(tiny_grid, tmp_path):
     # exact resume: the same test result as the straight run
     assert again["test"]["mAP"] == pytest.approx(records[1]["test"]["mAP"], abs=1e-12)
 
+    # a record whose checkpoints are not on this machine (committed elsewhere, whole curve, not done): trained again
+    rec = json.loads((results / "runs" / "repgt-s0.json").read_text())
+    rec["status"] = "running"
+    rec.pop("test")
+    (results / "runs" / "repgt-s0.json").write_text(json.dumps(rec))
+    for f in ckpt_dir.glob("*.pt"):
+        f.unlink()
+    again = run_one(tiny_grid, "repgt", 0, results, runs, log=lines.append)
+    assert again["status"] == "done" and [p["iteration"] for p in again["curve"]] == [2, 4]
+    assert again["test"]["mAP"] == pytest.approx(records[1]["test"]["mAP"], abs=1e-12)
+    assert "were trained again" in again["notes"][-1]
+
     gallery = plot_gallery(tiny_grid, runs, tmp_path / "gallery.png", images=1)
     assert gallery == tmp_path / "gallery.png" and gallery.stat().st_size > 1000
     assert plot_gallery(tiny_grid, runs, variants=("ssd", "nope")) is None  # no checkpoint for that variant

@@ -412,6 +412,9 @@ def _train_with_curve(
     from rssd.train import fit, load_model
 
     last = config.run_dir / "last.pt"
+    if record["curve"] and not last.is_file():  # e.g. a record committed from another machine: train it again
+        record["notes"].append(f"no checkpoint {last}: its {len(record['curve'])} validation points were trained again")
+        record["curve"], record["train_seconds"] = [], 0.0
     stops = list(range(grid.eval_every, config.iterations + 1, grid.eval_every))
     if not stops or stops[-1] != config.iterations:
         stops.append(config.iterations)
