@@ -201,7 +201,9 @@ def test_extra_seeds_and_baseline_pairing(tmp_path):
     fig = figure_paired(summary)  # plot_results writes it as paired.png
     assert [ax.get_title() for ax in fig.axes][0] == "AP50 all: variant - tiny ssd (points)"
     assert [t.get_text() for t in fig.axes[0].get_yticklabels()] == ["excess (n=1)", "plain (n=1)", "tiny: repgt (n=1)"]
-    fig.clf()
+    import matplotlib.pyplot as plt
+
+    plt.close(fig)
 
     # a baseline on another benchmark is refused, naming what differs; a missing one is said
     grid_json = results / "tiny" / "grid.json"
