@@ -18,10 +18,11 @@ def _s(values):
 
 def test_table_formats_mean_spread_and_seeds_by_hand():
     metrics = {c: _s([0.5, 0.7]) for c in readme_results.COLUMNS}
+    diffs = {c: _s([-0.01, 0.03]) for c in readme_results.COLUMNS}
     summary = {
         "reference": "ssd",
         "variants": {"ssd": {"seeds": [0, 1], **metrics, "error_kinds": {"between": _s([3.0, 5.0])}}},
-        "paired": {"repgt - ssd": {"to": "ssd", "seeds": [0, 1], **{c: _s([-0.01, 0.03]) for c in readme_results.COLUMNS}},
+        "paired": {"repgt - ssd": {"to": "ssd", "seeds": [0, 1], **diffs},
                    "repgt - other": {"to": "other", "seeds": [0], **metrics}},
     }  # fmt: skip
     lines = readme_results.table(summary).splitlines()
