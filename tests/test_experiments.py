@@ -111,6 +111,8 @@ def test_tiny_grid_runs_resumes_and_skips(tiny_grid, tmp_path):
     assert summary["variants"]["ssd"]["AP50 all"]["n"] == 1
     table = (results / "results.md").read_text()
     assert "| `repgt` | 1 |" in table and "rssd experiment crowd --grid tiny" in table
+    hours = sum(json.loads(f.read_text())["train_seconds"] for f in (results / "runs").glob("*.json")) / 3600
+    assert f"{hours:.2f} run-hours in all" in table
 
 
 def test_changed_configuration_is_refused(tiny_grid, tmp_path):

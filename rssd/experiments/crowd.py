@@ -705,8 +705,11 @@ def _markdown(summary: dict[str, Any], grid: dict[str, Any]) -> str:
         lines.append(f"| `{v}` | " + " | ".join(f"{e['error_kinds'][k]['mean']:.0f}" for k in kinds) + " |")
     lines += _baseline_markdown(summary.get("baseline"))
     m = summary.get("machine") or {}
+    run_minutes = sum(sum(e["train_minutes"]["values"]) for e in summary["variants"].values())
     lines += ["", f"Machine: {m.get('processor', '?')}, {m.get('cpu_count', '?')} cores, torch {m.get('torch', '?')}"
-              f" (torch threads per run: {m.get('torch_threads', '?')}).", ""]  # fmt: skip
+              f" (torch threads per run: {m.get('torch_threads', '?')}). Training time of the finished runs: "
+              f"{run_minutes / 60:.2f} run-hours in all (wall time is that over the number of runs trained at once).",
+              ""]  # fmt: skip
     return "\n".join(lines)
 
 
